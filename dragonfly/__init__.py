@@ -1,0 +1,3 @@
+"""Dragonfly: a bare-metal provisioning appliance in one file."""
+
+__version__ = "0.1.0"

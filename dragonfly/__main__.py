@@ -1,0 +1,5 @@
+"""``python -m dragonfly``."""
+
+from dragonfly._entry import main
+
+main()

@@ -1,0 +1,195 @@
+"""Machines, tags, workflows and history: the JSON API the panel is built on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from dragonfly import catalog
+from dragonfly.api.errors import read_object
+from dragonfly.api.router import ApiRouter, Param
+from dragonfly.app_key import ctx_of
+from dragonfly.errors import InvalidInput, Unavailable
+from dragonfly.fleet import SORT_KEYS, summary
+from dragonfly.model import TRANSITIONS, State, allowed_transitions
+
+api = ApiRouter()
+
+_TAG_LIST = {"type": "array", "items": {"type": "string", "maxLength": 64}}
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+@api.get("/api/machines", "List and search machines", "machines", params=(
+    Param("q", help="Search words matched against name, tags, MACs, IP, serial, vendor, model"),
+    Param("state", enum=tuple(s.value for s in State)),
+    Param("tag", help="Only machines carrying this tag"),
+    Param("sort", enum=tuple(SORT_KEYS)),
+    Param("order", enum=("asc", "desc")),
+    Param("limit", type="integer"), Param("offset", type="integer")))
+async def list_machines(request: web.Request) -> dict[str, Any]:
+    q = request.query
+    page = ctx_of(request).fleet.list_machines(
+        q=q.get("q", ""), state=q.get("state", ""), tag=q.get("tag", ""),
+        sort=q.get("sort", "name"), order=q.get("order", "asc"),
+        limit=_int_param(request, "limit", 100, 1, 10_000),
+        offset=_int_param(request, "offset", 0, 0, 10_000_000))
+    return {"items": [summary(m) for m in page.items], "total": page.total,
+            "states": page.states}
+
+
+@api.get("/api/machines/{id}", "One machine with its full inventory", "machines")
+async def get_machine(request: web.Request) -> dict[str, Any]:
+    machine = ctx_of(request).fleet.get_machine(request.match_info["id"])
+    data = machine.to_dict()
+    data["actions"] = allowed_transitions(machine.state)
+    return data
+
+
+@api.patch("/api/machines/{id}", "Rename a machine or set its role", "machines", access="user",
+           body={"type": "object", "properties": {"name": {"type": "string"},
+                                                  "role": {"type": "string"}}})
+async def patch_machine(request: web.Request) -> dict[str, Any]:
+    body = await read_object(request)
+    unknown = set(body) - {"name", "role"}
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} here")
+    changes: dict[str, str] = {}
+    for field in ("name", "role"):
+        if field in body:
+            value = body[field]
+            if not isinstance(value, str) or len(value) > 63 or not value.isprintable():
+                raise InvalidInput(f"{field} must be printable text of at most 63 characters")
+            if field == "name" and not value.strip():
+                raise InvalidInput("name cannot be empty")
+            changes[field] = value.strip()
+
+    def mutate(machine: Any) -> Any:
+        for key, value in changes.items():
+            setattr(machine, key, value)
+        return None
+    machine = await ctx_of(request).fleet.update_machine(request.match_info["id"], mutate)
+    return summary(machine)
+
+
+@api.put("/api/machines/{id}/tags", "Replace a machine's tags", "tags", access="user",
+         body={"type": "object", "required": ["tags"], "properties": {"tags": _TAG_LIST}})
+async def put_tags(request: web.Request) -> dict[str, Any]:
+    body = await read_object(request)
+    if "tags" not in body:
+        raise InvalidInput("expected {\"tags\": [...]}")
+    machine = await ctx_of(request).fleet.set_tags(request.match_info["id"], body["tags"])
+    return summary(machine)
+
+
+@api.post("/api/machines/bulk/tags", "Add and remove tags on many machines", "tags",
+          access="user", body={"type": "object", "required": ["ids"], "properties": {
+              "ids": {"type": "array", "items": {"type": "string"}},
+              "add": _TAG_LIST, "remove": _TAG_LIST}})
+async def bulk_tags(request: web.Request) -> dict[str, Any]:
+    body = await read_object(request)
+    machines = await ctx_of(request).fleet.bulk_tags(
+        body.get("ids"), body.get("add", []), body.get("remove", []))
+    return {"updated": len(machines), "items": [summary(m) for m in machines]}
+
+
+@api.post("/api/machines/{id}/actions/{action}", "Move a machine through its lifecycle",
+          "machines", access="admin", params=(
+              Param("action", "path", required=True, enum=tuple(
+                  t for t in TRANSITIONS if t in ("adopt", "deploy", "reimage", "release",
+                                                  "maintenance", "resume"))),),
+          body={"type": "object", "properties": {"template": {"type": "string"},
+                                                 "reason": {"type": "string"}}})
+async def machine_action(request: web.Request) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    action = request.match_info["action"]
+    if action not in ("adopt", "deploy", "reimage", "release", "maintenance", "resume"):
+        raise InvalidInput(f"{action!r} is not an action an operator can take",
+                           {"actions": ["adopt", "deploy", "reimage", "release", "maintenance",
+                                        "resume"]})
+    body = await read_object(request) if request.can_read_body else {}
+    machine = ctx.fleet.get_machine(request.match_info["id"])
+    if action in ("deploy", "reimage"):
+        tpl = catalog.template(body.get("template"))
+        if ctx.runner is None:
+            raise Unavailable("this instance has no deployment engine yet: machines can be "
+                              "discovered and tagged, not deployed")
+        await ctx.runner.start_deployment(machine, action, tpl.slug, actor="")
+        machine = ctx.fleet.get_machine(machine.id)
+    else:
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise InvalidInput("reason must be text of at most 500 characters")
+        machine = await ctx.fleet.transition(machine.id, action, reason)
+    data = machine.to_dict()
+    data["actions"] = allowed_transitions(machine.state)
+    return data
+
+
+@api.get("/api/machines/{id}/history", "A machine's event history, newest first", "machines",
+         params=(Param("limit", type="integer"),))
+async def machine_history(request: web.Request) -> list[dict[str, Any]]:
+    limit = _int_param(request, "limit", 200, 1, 1000)
+    events = await ctx_of(request).fleet.history(request.match_info["id"], limit)
+    return [e.to_dict() for e in events]
+
+
+@api.get("/api/machines/{id}/workflows", "A machine's workflows, newest first", "workflows")
+async def machine_workflows(request: web.Request) -> list[dict[str, Any]]:
+    fleet = ctx_of(request).fleet
+    fleet.get_machine(request.match_info["id"])
+    return [w.to_dict() for w in await fleet.list_workflows(request.match_info["id"])]
+
+
+@api.get("/api/tags", "Every tag in use, with how many machines carry it", "tags")
+async def list_tags(request: web.Request) -> list[dict[str, Any]]:
+    return ctx_of(request).fleet.tag_counts()
+
+
+@api.put("/api/tags/{tag}", "Rename a tag on every machine", "tags", access="user",
+         body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})
+async def rename_tag(request: web.Request) -> dict[str, Any]:
+    body = await read_object(request)
+    count = await ctx_of(request).fleet.rename_tag(request.match_info["tag"], body.get("name"))
+    return {"updated": count}
+
+
+@api.delete("/api/tags/{tag}", "Remove a tag from every machine", "tags", access="user")
+async def delete_tag(request: web.Request) -> dict[str, Any]:
+    count = await ctx_of(request).fleet.delete_tag(request.match_info["tag"])
+    return {"updated": count}
+
+
+@api.get("/api/workflows", "Workflows, newest first", "workflows", params=(
+    Param("machine"), Param("state", enum=("pending", "running", "succeeded", "failed")),
+    Param("limit", type="integer")))
+async def list_workflows(request: web.Request) -> list[dict[str, Any]]:
+    fleet = ctx_of(request).fleet
+    machine = request.query.get("machine", "")
+    if machine:
+        fleet.get_machine(machine)
+    flows = await fleet.list_workflows(machine, request.query.get("state", ""),
+                                       _int_param(request, "limit", 100, 1, 1000))
+    return [w.to_dict() for w in flows]
+
+
+@api.get("/api/workflows/{id}", "One workflow with its actions", "workflows")
+async def get_workflow(request: web.Request) -> dict[str, Any]:
+    return (await ctx_of(request).fleet.get_workflow(request.match_info["id"])).to_dict()
+
+
+@api.get("/api/templates", "OS templates that can be deployed", "workflows")
+async def list_templates(request: web.Request) -> list[dict[str, Any]]:
+    return [t.to_dict() for t in catalog.TEMPLATES]

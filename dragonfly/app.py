@@ -1,0 +1,109 @@
+"""Composition root: builds the store, services and web application for a mode.
+
+The demo is this same application with a simulated fleet and fake drivers plugged in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from dragonfly import __version__
+from dragonfly.api import build_api_router
+from dragonfly.api.errors import error_middleware
+from dragonfly.api.router import ApiRouter, Route
+from dragonfly.app_key import CTX
+from dragonfly.config import Config
+from dragonfly.events import EventHub
+from dragonfly.fleet import Fleet
+from dragonfly.model import Machine, Workflow
+from dragonfly.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A background part of the appliance (simulator, DHCP, TFTP ...), started with the app."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class WorkflowRunner(Protocol):
+    """Executes deployments. The demo has a simulated one; the agent engine is another."""
+
+    async def start_deployment(self, machine: Machine, action: str, template: str,
+                               actor: str) -> Workflow: ...
+
+
+@dataclass
+class AppContext:
+    config: Config
+    store: Store
+    fleet: Fleet
+    events: EventHub
+    demo: bool
+    services: list[Service] = field(default_factory=list)
+    runner: WorkflowRunner | None = None
+    started_at: float = field(default_factory=time.time)
+    version: str = __version__
+    router: ApiRouter = field(default_factory=ApiRouter)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+
+AppHook = Callable[[web.Application, AppContext], None]
+
+
+def create_app(ctx: AppContext, hooks: tuple[AppHook, ...] = ()) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=8 << 20)
+    app[CTX] = ctx
+    ctx.router = build_api_router()
+    for hook in hooks:
+        hook(app, ctx)
+    for route in ctx.router.routes:
+        app.router.add_route(route.method, route.path, _bind(route))
+    from dragonfly.panel import add_panel_routes
+
+    add_panel_routes(app)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+def _bind(route: Route) -> Callable[[web.Request], Awaitable[Any]]:
+    async def handler(request: web.Request) -> Any:
+        return await route.handler(request)
+
+    handler.__dragonfly_route__ = route  # type: ignore[attr-defined]
+    handler.__name__ = route.handler.__name__
+    return handler
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+    await ctx.store.open()
+    await ctx.fleet.start()
+    ctx.events.start()
+    started: list[Service] = []
+    try:
+        for service in ctx.services:
+            await service.start()
+            started.append(service)
+        yield
+    finally:
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        await ctx.events.stop()
+        ctx.fleet.stop()
+        await ctx.store.close()

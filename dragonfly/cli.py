@@ -1,0 +1,215 @@
+"""The ``dragonfly`` command.
+
+Bare ``dragonfly`` starts the demo when nothing is installed, and prints a status summary when
+it is. ``dragonfly --demo`` always starts the demo; ``dragonfly serve`` runs the appliance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from dragonfly import __version__
+from dragonfly.config import DHCP_MODES, Config, config_path_from_env
+from dragonfly.errors import DragonflyError
+
+log = logging.getLogger("dragonfly")
+
+DEMO_PORT = 3000
+DEMO_PORT_TRIES = 50
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+_COMMANDS: dict[str, Command] = {}
+_PARSER_HOOKS: list[Callable[[Any], None]] = []
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dragonfly",
+        description="Bare-metal provisioning in one file. Run with no arguments to try the "
+                    "demo (nothing installed) or to see this server's status (installed).",
+        epilog="Docs: run the demo and open Docs, or see README.md.")
+    parser.add_argument("--version", action="version", version=f"dragonfly {__version__}")
+    parser.add_argument("--demo", action="store_true",
+                        help="start the in-memory demo even when Dragonfly is installed")
+    parser.add_argument("--bind", help="address for the demo to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int,
+                        help="port for the demo (default 3000, or the next free one)")
+    parser.add_argument("--config", type=Path,
+                        help="config file (default $DRAGONFLY_CONFIG or "
+                             "/etc/dragonfly/dragonfly.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the appliance from its config",
+                           description="Run Dragonfly: panel, API, and the boot services. Flags "
+                                       "override the config file for this run.")
+    serve.add_argument("--config", type=Path, dest="serve_config", help=argparse.SUPPRESS)
+    serve.add_argument("--state-dir", type=Path, help="database and boot files directory")
+    serve.add_argument("--bind", dest="serve_bind", help="address of the panel/API/boot HTTP")
+    serve.add_argument("--port", dest="serve_port", type=int, help="port of the panel/API")
+    serve.add_argument("--boot-interface", help="interface facing the machines")
+    serve.add_argument("--dhcp-mode", choices=DHCP_MODES, help="how to answer DHCP")
+
+    sub.add_parser("status", help="is Dragonfly installed and running; machines by state")
+    sub.add_parser("version", help="print the version")
+    for hook in _PARSER_HOOKS:
+        hook(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        if args.command:
+            return _COMMANDS[args.command](args, out)
+        config_path = args.config or config_path_from_env()
+        if args.demo or not config_path.exists():
+            return run_demo(args, out)
+        return _COMMANDS["status"](args, out)
+    except DragonflyError as exc:
+        sys.stderr.write(f"dragonfly: {exc.message}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+def bind_first_free(host: str, port: int, tries: int) -> socket.socket:
+    """A listening socket on ``port`` or the next free one after it."""
+    last_error: OSError | None = None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, port + tries):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, candidate))
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            last_error = exc
+            continue
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+    raise DragonflyError(f"no free port between {port} and {port + tries - 1} on {host}: "
+                         f"{last_error}")
+
+
+def run_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from dragonfly.demo import demo_context
+
+    host = args.bind or "127.0.0.1"
+    sock = bind_first_free(host, args.port if args.port is not None else DEMO_PORT,
+                           1 if args.port is not None else DEMO_PORT_TRIES)
+    port = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    banner = (f"Dragonfly {__version__} demo: {url}\n"
+              "Demo Mode: Dragonfly is not installed yet. This is a preview — none of your "
+              "hardware is touched.\nNothing is written to disk; press Ctrl+C to stop.\n")
+    asyncio.run(_serve_app(demo_context(), sock, banner, out))
+    return 0
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+def load_config(args: argparse.Namespace) -> Config:
+    path = getattr(args, "serve_config", None) or args.config or config_path_from_env()
+    overrides = {
+        "server.state_dir": str(args.state_dir) if getattr(args, "state_dir", None) else None,
+        "server.bind": getattr(args, "serve_bind", None),
+        "server.port": getattr(args, "serve_port", None),
+        "boot.interface": getattr(args, "boot_interface", None),
+        "boot.dhcp_mode": getattr(args, "dhcp_mode", None),
+    }
+    return Config.load(path if path.exists() else None, overrides=overrides)
+
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from dragonfly.server import server_context
+
+    config = load_config(args)
+    logging.getLogger().setLevel(config["server.log_level"].upper())
+    ctx = server_context(config)
+    host, port = config["server.bind"], config["server.port"]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DragonflyError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    banner = (f"Dragonfly {__version__} serving on http://{shown}:{sock.getsockname()[1]}/ "
+              f"(state in {config.state_dir})\n")
+    asyncio.run(_serve_app(ctx, sock, banner, out))
+    return 0
+
+
+async def _serve_app(ctx: Any, sock: socket.socket, banner: str, out: TextIO) -> None:
+    from aiohttp import web
+
+    from dragonfly.app import create_app
+
+    app = create_app(ctx)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=2.0)
+    await site.start()
+    out.write(banner)
+    out.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        out.write("Stopping…\n")
+        out.flush()
+        await runner.cleanup()
+
+
+# --- status, version --------------------------------------------------------------------------
+
+@command("status")
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    from dragonfly.status import collect_status, format_status
+
+    path = args.config or config_path_from_env()
+    status = collect_status(path)
+    out.write(format_status(status))
+    return 0
+
+
+@command("version")
+def cmd_version(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(f"dragonfly {__version__}\n")
+    return 0
+

@@ -1,0 +1,213 @@
+"""Every setting, declared once.
+
+The ``SETTINGS`` table drives the TOML file that ``install`` writes (every setting present and
+commented), the ``DRAGONFLY_*`` environment overrides, CLI validation, and the docs page. A test
+fails when a setting lacks help text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dragonfly.errors import InvalidInput
+
+DEFAULT_CONFIG_PATH = Path("/etc/dragonfly/dragonfly.toml")
+MODES = ("native", "simple", "tinkerbell", "distributed")
+DHCP_MODES = ("off", "selective", "auto", "full")
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"DRAGONFLY_{self.section}_{self.name}".upper()
+
+    def coerce(self, value: Any, source: str) -> Any:
+        """Turn a TOML or environment value into this setting's type, or explain why not."""
+        where = f"{self.key} (from {source})"
+        try:
+            if self.type is bool:
+                if isinstance(value, bool):
+                    result: Any = value
+                elif isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                    result = True
+                elif isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                    result = False
+                else:
+                    raise ValueError(value)
+            elif self.type is int:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                result = int(value)
+            elif self.type is list:
+                if isinstance(value, str):
+                    result = [v.strip() for v in value.split(",") if v.strip()]
+                elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    result = list(value)
+                else:
+                    raise ValueError(value)
+            else:
+                if not isinstance(value, str):
+                    raise ValueError(value)
+                result = value
+        except ValueError:
+            raise InvalidInput(
+                f"{where}: expected {self.type.__name__}, got {value!r}") from None
+        if self.choices and result not in self.choices:
+            raise InvalidInput(f"{where}: {result!r} is not one of {', '.join(self.choices)}")
+        return result
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "mode", str, "native",
+            "How machines are installed: native (Dragonfly's agent), simple (agentless "
+            "kickstart/preseed/autoinstall), tinkerbell (drives Tinkerbell on k3s), "
+            "distributed (several Dragonfly nodes).", MODES),
+    Setting("server", "bind", str, "0.0.0.0", "Address the web panel and API listen on."),
+    Setting("server", "port", int, 3000, "TCP port of the web panel, API and boot HTTP."),
+    Setting("server", "state_dir", str, "/var/lib/dragonfly",
+            "Where the database, loaders, discovery images and caches live."),
+    Setting("server", "public_url", str, "",
+            "URL machines and browsers use to reach this server, e.g. http://10.0.0.5:3000. "
+            "Empty: derived from the boot interface's address and the port."),
+    Setting("server", "log_level", str, "info", "How much the service logs to the journal (stderr).",
+            ("debug", "info", "warning", "error")),
+    Setting("boot", "interface", str, "",
+            "Network interface facing the machines to provision (PXE, DHCP, TFTP). "
+            "Empty: the interface of the default route."),
+    Setting("boot", "dhcp_mode", str, "auto",
+            "off: no DHCP; selective: answer only known machines allowed to PXE; auto: answer "
+            "any PXE client beside the site's DHCP server (proxyDHCP); full: be the DHCP server "
+            "of an isolated network.", DHCP_MODES),
+    Setting("boot", "default_os", str, "",
+            "OS template deployed automatically to newly adopted machines. Empty: none."),
+    Setting("security", "front_page", str, "login",
+            "Who may use the panel: open (read-only without login), login, admin (admins only).",
+            ("open", "login", "admin")),
+    Setting("security", "allowlist", list, [],
+            "CIDRs (IPv4 and IPv6) allowed to reach the panel and API. Empty: everyone. "
+            "Boot and agent endpoints are not affected."),
+)
+
+SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+class Config:
+    """Resolved settings: defaults < TOML file < environment < explicit overrides (CLI flags)."""
+
+    def __init__(self, values: Mapping[str, Any], path: Path | None = None) -> None:
+        self._values = dict(values)
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self["server.state_dir"])
+
+    @classmethod
+    def defaults(cls) -> Config:
+        return cls({s.key: s.default for s in SETTINGS})
+
+    @classmethod
+    def load(cls, path: Path | None, env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Config:
+        values = {s.key: s.default for s in SETTINGS}
+        if path is not None:
+            try:
+                with open(path, "rb") as fh:
+                    doc = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise InvalidInput(f"{path}: not valid TOML: {exc}") from None
+            for section, table in doc.items():
+                if not isinstance(table, dict):
+                    raise InvalidInput(f"{path}: [{section}] must be a table")
+                for name, value in table.items():
+                    setting = SETTINGS_BY_KEY.get(f"{section}.{name}")
+                    if setting is None:
+                        raise InvalidInput(f"{path}: unknown setting {section}.{name}")
+                    values[setting.key] = setting.coerce(value, str(path))
+        for setting in SETTINGS:
+            raw = (env if env is not None else os.environ).get(setting.env)
+            if raw is not None:
+                values[setting.key] = setting.coerce(raw, setting.env)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = SETTINGS_BY_KEY[key].coerce(value, "command line")
+        _validate(values)
+        return cls(values, path)
+
+
+def _validate(values: Mapping[str, Any]) -> None:
+    port = values["server.port"]
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"server.port: {port} is not a TCP port")
+    for cidr in values["security.allowlist"]:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise InvalidInput(f"security.allowlist: {cidr!r} is not a CIDR") from None
+
+
+def config_path_from_env(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("DRAGONFLY_CONFIG", str(DEFAULT_CONFIG_PATH)))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_toml(values: Mapping[str, Any] | None = None) -> str:
+    """A complete config file: every setting present, each preceded by its help."""
+    values = values or {}
+    lines = ["# Dragonfly configuration. Every setting is listed with its default.",
+             "# Environment variables DRAGONFLY_<SECTION>_<NAME> override this file.", ""]
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            if section is not None:
+                lines.append("")
+            lines.append(f"[{s.section}]")
+            section = s.section
+        lines.append(f"# {s.help}")
+        if s.choices:
+            lines.append(f"# One of: {', '.join(s.choices)}.")
+        lines.append(f"{s.name} = {_toml_value(values.get(s.key, s.default))}")
+    return "\n".join(lines) + "\n"
+
+
+def settings_markdown() -> str:
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        choices = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        rows.append(f"| `{s.key}` | `{s.env}` | `{_toml_value(s.default)}` | {s.help}{choices} |")
+    return "\n".join(rows)

@@ -1,0 +1,19 @@
+"""The demo: the real application over a simulated fleet, in memory, on loopback only."""
+
+from __future__ import annotations
+
+from dragonfly.app import AppContext
+from dragonfly.config import Config
+from dragonfly.demo.simulator import Simulator
+from dragonfly.events import EventHub
+from dragonfly.fleet import Fleet
+from dragonfly.store import SqliteStore
+
+
+def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
+    store = SqliteStore(":memory:")
+    fleet = Fleet(store)
+    simulator = Simulator(fleet, seed=seed, tick=tick)
+    return AppContext(config=Config.defaults(), store=store, fleet=fleet,
+                      events=EventHub(store), demo=True, services=[simulator],
+                      runner=simulator)

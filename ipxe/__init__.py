@@ -1,0 +1,1 @@
+"""iPXE scripts and the boot loaders manifest (package data)."""

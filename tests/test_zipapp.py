@@ -1,0 +1,137 @@
+"""The built ``dist/dragonfly``: the demo writes nothing and listens only on loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DemoProcess
+
+pytestmark = pytest.mark.zipapp
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def send(url: str, method: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def exercise(url: str) -> None:
+    for path in ("/", "/machines", "/tags", "/docs", "/docs/settings", "/api/openapi.json",
+                 "/api/stats", "/api/tags", "/api/workflows"):
+        status, _ = get(url + path)
+        assert status == 200, path
+    listing = json.loads(get(url + "/api/machines")[1])
+    machine = listing["items"][0]
+    assert get(f"{url}/machines/{machine['id']}")[0] == 200
+    status, edited = send(f"{url}/api/machines/{machine['id']}/tags", "PUT",
+                          {"tags": [*machine["tags"], "written-nowhere"]})
+    assert status == 200 and "written-nowhere" in edited["tags"]
+    ready = json.loads(get(url + "/api/machines?state=ready")[1])["items"]
+    if ready:
+        status, _ = send(f"{url}/api/machines/{ready[0]['id']}/actions/deploy", "POST",
+                         {"template": "debian-12"})
+        assert status == 200
+
+
+def sockets_of(pid: int) -> dict[str, list[dict[str, str]]]:
+    """The process's inet sockets by protocol, from /proc (no external tools)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found: dict[str, list[dict[str, str]]] = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6", "raw", "raw6"):
+        with open(f"/proc/{pid}/net/{proto}") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        for row in rows:
+            if row[9] in inodes:
+                found.setdefault(proto, []).append(
+                    {"local": row[1], "remote": row[2], "state": row[3]})
+    return found
+
+
+def files_open_for_writing(pid: int) -> list[str]:
+    writable = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                fields = dict(line.split(":", 1) for line in info if ":" in line)
+            flags = int(fields["flags"].strip(), 8)
+        except OSError:
+            continue
+        if target.startswith("/") and flags & (os.O_WRONLY | os.O_RDWR):
+            writable.append(target)
+    return writable
+
+
+def test_demo_writes_nothing_and_listens_only_on_loopback(demo_process: DemoProcess,
+                                                          shiv_root: Path) -> None:
+    exercise(demo_process.url)
+    for directory in (demo_process.home, demo_process.tmpdir, demo_process.cwd):
+        assert list(directory.iterdir()) == [], f"the demo wrote into {directory}"
+    sockets = sockets_of(demo_process.proc.pid)
+    assert set(sockets) == {"tcp"}, f"unexpected sockets: {sockets}"
+    listening = [s for s in sockets["tcp"] if s["state"] == "0A"]
+    port = int(demo_process.url.rsplit(":", 1)[1])
+    assert [s["local"] for s in listening] == [f"0100007F:{port:04X}"]
+    assert all(s["local"].startswith("0100007F:") for s in sockets["tcp"])
+    log = demo_process.log
+    writable = [p for p in files_open_for_writing(demo_process.proc.pid)
+                if p not in (str(log), "/dev/null") and not p.startswith(str(shiv_root))]
+    assert writable == [], f"files open for writing: {writable}"
+    assert "Demo Mode" in log.read_text()
+
+
+def test_version_and_help_from_the_zipapp(zipapp: Path, shiv_root: Path) -> None:
+    env = {**os.environ, "SHIV_ROOT": str(shiv_root)}
+    result = subprocess.run([str(zipapp), "--version"], capture_output=True, text=True,
+                            env=env, check=True)
+    from dragonfly import __version__
+
+    assert result.stdout.strip() == f"dragonfly {__version__}"
+    result = subprocess.run([str(zipapp), "--help"], capture_output=True, text=True, env=env,
+                            check=True)
+    assert "serve" in result.stdout and "--demo" in result.stdout
+
+
+def test_zipapp_records_its_interpreter(zipapp: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(zipapp) as archive:
+        record = json.loads(archive.read("site-packages/dragonfly/_build.json"))
+        names = archive.namelist()
+    assert record["python"] == [3, 11] and record["machine"]
+    assert any(n.startswith("site-packages/dragonfly/web/templates/") for n in names)
+    assert any(n.startswith("site-packages/dragonfly/web/static/") for n in names)
+    assert zipapp.stat().st_mode & 0o111
+
+
+def test_build_is_reproducible(zipapp: Path, tmp_path: Path) -> None:
+    import hashlib
+    import sys
+
+    from tests.conftest import ROOT
+
+    other = tmp_path / "again"
+    subprocess.run([sys.executable, str(ROOT / "build_zipapp.py"), "-o", str(other)],
+                   check=True, cwd=ROOT, capture_output=True)
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == hashlib.sha256(
+        zipapp.read_bytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""Templates and static assets of the panel (package data)."""
