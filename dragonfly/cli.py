@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib
 import logging
 import signal
 import socket
@@ -28,7 +29,10 @@ DEMO_PORT_TRIES = 50
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 _COMMANDS: dict[str, Command] = {}
-_PARSER_HOOKS: list[Callable[[Any], None]] = []
+
+# Modules that add subcommands: each has ``add_commands(subparsers)`` and registers its
+# handlers with ``@command(name)``. Imported only when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def command(name: str) -> Callable[[Command], Command]:
@@ -67,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="is Dragonfly installed and running; machines by state")
     sub.add_parser("version", help="print the version")
-    for hook in _PARSER_HOOKS:
-        hook(sub)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(sub)
     return parser
 
 
