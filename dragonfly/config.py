@@ -87,7 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "public_url", str, "",
             "URL machines and browsers use to reach this server, e.g. http://10.0.0.5:3000. "
             "Empty: derived from the boot interface's address and the port."),
-    Setting("server", "log_level", str, "info", "How much the service logs to the journal (stderr).",
+    Setting("server", "log_level", str, "info",
+            "How much the service logs to the journal (stderr).",
             ("debug", "info", "warning", "error")),
     Setting("boot", "interface", str, "",
             "Network interface facing the machines to provision (PXE, DHCP, TFTP). "

@@ -1,0 +1,105 @@
+"""Scale: 10,000 machines in a real sqlite file; server time of the machine list API and page,
+search, and the process's memory.
+
+    .venv/bin/python bench/scale.py [--machines 10000] [--runs 20]
+
+Server time is read from the ``Server-Timing`` header each response carries (handler time,
+excluding the client). Goal (DESIGN.md §8): list API and page each under 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from dragonfly.app import create_app
+from dragonfly.config import Config
+from dragonfly.demo.fleet import START_STATES, make_machine
+from dragonfly.fleet import MACHINE
+from dragonfly.server import server_context
+from dragonfly.store import Put, SqliteStore
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def populate(path: Path, count: int) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    rng = random.Random(1)
+    now = time.time()
+    batch = []
+    for i in range(count):
+        machine = make_machine(rng, i, START_STATES[i % len(START_STATES)], f"node-{i:05d}", now)
+        batch.append(Put(MACHINE, machine.id, machine.to_dict()))
+        if len(batch) == 1000:
+            await store.commit(batch)
+            batch = []
+    if batch:
+        await store.commit(batch)
+    await store.close()
+
+
+async def timed(client: TestClient, url: str, runs: int) -> tuple[float, float, int]:
+    durations = []
+    size = 0
+    for _ in range(runs):
+        response = await client.get(url)
+        body = await response.read()
+        assert response.status == 200, (url, response.status, body[:200])
+        size = len(body)
+        durations.append(float(response.headers["Server-Timing"].split("dur=")[1]))
+    durations.sort()
+    return statistics.median(durations), durations[int(len(durations) * 0.95) - 1], size
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--machines", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="df-scale-") as tmp:
+        state = Path(tmp)
+        t0 = time.perf_counter()
+        await populate(state / "dragonfly.db", args.machines)
+        print(f"populated {args.machines} machines in {time.perf_counter() - t0:.1f} s; "
+              f"db {(state / 'dragonfly.db').stat().st_size / 1e6:.1f} MB")
+        base_rss = rss_mb()
+        config = Config.load(None, env={}, overrides={"server.state_dir": str(state),
+                                                      "boot.dhcp_mode": "off"})
+        ctx = server_context(config)
+        t0 = time.perf_counter()
+        async with TestClient(TestServer(create_app(ctx))) as client:
+            print(f"app start (load into memory) {time.perf_counter() - t0:.2f} s; "
+                  f"RSS {rss_mb():.0f} MB (+{rss_mb() - base_rss:.0f} MB for the fleet)")
+            cases = [
+                ("list API, first 100", "/api/machines"),
+                ("list API, search 'dell'", "/api/machines?q=dell"),
+                ("list API, state+sort", "/api/machines?state=installed&sort=memory&order=desc"),
+                ("list API, 1000 rows", "/api/machines?limit=1000"),
+                ("machine-list page", "/machines"),
+                ("dashboard page", "/"),
+                ("stats API", "/api/stats"),
+            ]
+            print(f"{'case':32} {'median':>9} {'p95':>9} {'bytes':>9}")
+            for name, url in cases:
+                median, p95, size = await timed(client, url, args.runs)
+                print(f"{name:32} {median:7.1f}ms {p95:7.1f}ms {size:9d}")
+        print("goal: list API and page each < 150 ms server time")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
