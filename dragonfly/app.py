@@ -19,6 +19,7 @@ from dragonfly.api import build_api_router
 from dragonfly.api.errors import error_middleware
 from dragonfly.api.router import ApiRouter, Route
 from dragonfly.app_key import CTX
+from dragonfly.bootlog import BootLog
 from dragonfly.config import Config
 from dragonfly.events import EventHub
 from dragonfly.fleet import Fleet
@@ -54,6 +55,7 @@ class AppContext:
     demo: bool
     services: list[Service] = field(default_factory=list)
     runner: WorkflowRunner | None = None
+    bootlog: BootLog | None = None
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     router: ApiRouter = field(default_factory=ApiRouter)

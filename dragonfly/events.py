@@ -12,11 +12,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dragonfly.bootlog import BOOT
 from dragonfly.fleet import HISTORY, MACHINE, WORKFLOW, summary
 from dragonfly.model import Machine
 from dragonfly.store import Change, Store, Watch
 
-STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY)
+STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT)
 HEARTBEAT_SECONDS = 15.0
 
 

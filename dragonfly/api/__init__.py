@@ -6,9 +6,9 @@ from dragonfly.api.router import ApiRouter
 
 
 def build_api_router() -> ApiRouter:
-    from dragonfly.api import machines, meta
+    from dragonfly.api import boot, machines, meta
 
     router = ApiRouter()
-    for module in (meta, machines):
+    for module in (meta, machines, boot):
         router.extend(module.api)
     return router

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dragonfly.app import AppContext
+from dragonfly.bootlog import BootLog
 from dragonfly.config import Config
 from dragonfly.demo.simulator import Simulator
 from dragonfly.events import EventHub
@@ -13,7 +14,8 @@ from dragonfly.store import SqliteStore
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     store = SqliteStore(":memory:")
     fleet = Fleet(store)
-    simulator = Simulator(fleet, seed=seed, tick=tick)
+    bootlog = BootLog(store)
+    simulator = Simulator(fleet, seed=seed, tick=tick, bootlog=bootlog)
     return AppContext(config=Config.defaults(), store=store, fleet=fleet,
-                      events=EventHub(store), demo=True, services=[simulator],
-                      runner=simulator)
+                      events=EventHub(store), demo=True, services=[simulator, bootlog],
+                      runner=simulator, bootlog=bootlog)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from dragonfly import catalog
+from dragonfly.bootlog import BootLog
 from dragonfly.demo.fleet import (
     FAILURES,
     MAINTENANCE_REASONS,
@@ -46,8 +47,9 @@ class Simulator:
     name = "demo simulator"
 
     def __init__(self, fleet: Fleet, seed: int = 7, tick: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bootlog: BootLog | None = None) -> None:
         self.fleet = fleet
+        self.bootlog = bootlog
         self.rng = random.Random(seed)
         self.tick = tick
         self.clock = clock
@@ -103,10 +105,19 @@ class Simulator:
                 machine.os = self._pick_template()
             elif state is State.FAILED:
                 machine.state_reason = self.rng.choice(FAILURES)
+            elif state is State.DISCOVERED:
+                self._boot_chain(machine, uefi=self.rng.random() < 0.7)
             elif state is State.MAINTENANCE:
                 machine.state_reason = self.rng.choice(MAINTENANCE_REASONS)
                 machine.power = "off"
             await self.fleet.add_machine(machine, f"Registered ({state.value})")
+        if self.bootlog is not None:
+            # A machine whose chain stops after the offer, so the boot doctor has a case to show.
+            stuck = "3c:ec:ef:4a:19:02"
+            self.bootlog.record(stuck, "dhcp_discover", {"arch": 0, "vendor_class":
+                                                         "PXEClient:Arch:00000:UNDI:002001"})
+            self.bootlog.record(stuck, "dhcp_offer", {"loader": "undionly.kpxe",
+                                                      "reason": "BIOS PXE client"})
         self._next_discovery = now + 25
         self._next_deploy = now + 12
 
@@ -197,7 +208,26 @@ class Simulator:
     async def _discover(self, now: float) -> None:
         machine = self._new_machine(State.DISCOVERED, now, {})
         machine.last_seen = now
+        self._boot_chain(machine, uefi=self.rng.random() < 0.7)
         await self.fleet.add_machine(machine, "PXE-booted into discovery and reported hardware")
+
+    def _boot_chain(self, machine: Machine, uefi: bool) -> None:
+        """What the boot doctor would have seen for a machine that PXE-booted into discovery."""
+        if self.bootlog is None:
+            return
+        loader = "ipxe.efi" if uefi else "undionly.kpxe"
+        arch = 7 if uefi else 0
+        record = self.bootlog.record
+        record(machine.mac, "dhcp_discover", {"arch": arch, "vendor_class":
+                                              f"PXEClient:Arch:{arch:05d}:UNDI:003000"})
+        record(machine.mac, "dhcp_offer", {"loader": loader, "reason":
+                                           f"{'x86-64 UEFI' if uefi else 'BIOS'} PXE client"})
+        record(machine.mac, "tftp", {"file": loader, "bytes": 1_031_744 if uefi else 70_139,
+                                     "seconds": 0.8, "ip": machine.ip})
+        record(machine.mac, "ipxe_script", {"ip": machine.ip, "target": "discovery"})
+        record(machine.mac, "kernel", {"file": "vmlinuz", "bytes": 8_123_904})
+        record(machine.mac, "initrd", {"file": "initrd.img", "bytes": 41_877_504})
+        record(machine.mac, "checkin", {"ip": machine.ip, "state": "discovered"})
 
     async def _operator_does_something(self) -> None:
         """Adopt a discovered machine or deploy a ready one, like a busy operator would."""

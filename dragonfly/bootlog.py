@@ -1,0 +1,193 @@
+"""The boot doctor: a per-MAC timeline of every boot step seen, and why a chain stopped.
+
+DHCP, TFTP, the HTTP boot endpoints and the agent check-in all report here. Steps are kept in
+memory (bounded) and flushed to the store as one ``boot`` document per MAC at most once a
+second, so a DHCP flood never turns into a write storm, yet the panel sees timelines live over
+SSE and they survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dragonfly.store import Put, Store
+
+log = logging.getLogger(__name__)
+
+BOOT = "boot"
+MAX_MACS = 10_000
+MAX_STEPS = 60
+COALESCE_SECONDS = 10.0
+
+# The chain, in order. A machine is expected to go through these; where it stops, diagnose()
+# explains in plain language. Each entry: step, how long the next step may take, the reason.
+STEP_LABELS: dict[str, str] = {
+    "dhcp_discover": "DHCP discover",
+    "dhcp_offer": "Offer sent",
+    "dhcp_ignored": "Not answered",
+    "dhcp_request": "DHCP request",
+    "dhcp_ack": "DHCP ack",
+    "tftp": "TFTP transfer",
+    "tftp_error": "TFTP failed",
+    "http_loader": "Loader over HTTP",
+    "ipxe_script": "iPXE script fetched",
+    "kernel": "Kernel fetched",
+    "initrd": "Initrd fetched",
+    "checkin": "Agent check-in",
+    "heartbeat": "Heartbeat",
+}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    after: str
+    within: float
+    reason: str
+
+
+EXPECTATIONS: tuple[Expectation, ...] = (
+    Expectation("dhcp_offer", 20, "took the offer but never fetched the loader {file}: check "
+                "that TFTP (UDP 69) reaches this server from the machine's network and that "
+                "no firewall drops it"),
+    Expectation("tftp", 60, "loaded {file} but iPXE never asked for its script: the loader may "
+                "not drive this NIC (try snponly.efi for UEFI) or HTTP to this server is "
+                "blocked"),
+    Expectation("ipxe_script", 60, "fetched its iPXE script but never the discovery kernel: "
+                "check the console for an iPXE error"),
+    Expectation("kernel", 120, "fetched the kernel but not the initrd: the transfer may have "
+                "stalled; check the console"),
+    Expectation("initrd", 240, "booted the discovery environment but the agent never checked "
+                "in: the kernel may lack a driver for this NIC, or DHCP inside the initramfs "
+                "failed; check the console"),
+)
+_EXPECT_BY_STEP = {e.after: e for e in EXPECTATIONS}
+
+
+def diagnose(steps: list[dict[str, Any]], now: float) -> str | None:
+    """Plain-language reason where the chain stopped, or None while it is healthy/complete."""
+    if not steps:
+        return None
+    last = steps[-1]
+    step = last["step"]
+    if step in ("checkin", "heartbeat"):
+        return None
+    if step == "dhcp_ignored":
+        return f"its DHCP request was not answered: {last['detail'].get('reason', 'unknown')}"
+    if step == "tftp_error":
+        return (f"the loader transfer failed: {last['detail'].get('error', 'unknown error')} "
+                f"({last['detail'].get('file', '?')})")
+    if step == "dhcp_discover" and now - last["at"] > 10:
+        return "sent DHCP discovers but got no offer from Dragonfly"
+    expectation = _EXPECT_BY_STEP.get(step)
+    if expectation is not None and now - last["last_at"] > expectation.within:
+        file = last["detail"].get("file") or last["detail"].get("loader") or "the loader"
+        return expectation.reason.format(file=file)
+    return None
+
+
+class BootLog:
+    name = "boot log"
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time,
+                 flush_interval: float = 1.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.flush_interval = flush_interval
+        self._timelines: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._ip_to_mac: OrderedDict[str, str] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- Service ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for doc in await self.store.list(BOOT):
+            self._timelines[doc.key] = list(doc.data.get("steps", []))
+        self._task = asyncio.create_task(self._flush_loop(), name="bootlog-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("flushing boot timelines failed; will retry")
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        ops = [Put(BOOT, mac, self.timeline(mac)) for mac in dirty if mac in self._timelines]
+        if ops:
+            await self.store.commit(ops)
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def learn_ip(self, ip: str, mac: str) -> None:
+        """Remember which MAC uses an address (TFTP and HTTP only see addresses)."""
+        self._ip_to_mac[ip] = mac
+        self._ip_to_mac.move_to_end(ip)
+        while len(self._ip_to_mac) > MAX_MACS:
+            self._ip_to_mac.popitem(last=False)
+
+    def mac_for_ip(self, ip: str) -> str | None:
+        return self._ip_to_mac.get(ip)
+
+    def record(self, mac: str, step: str, detail: dict[str, Any] | None = None) -> None:
+        mac = mac.lower()
+        now = self.clock()
+        detail = detail or {}
+        steps = self._timelines.get(mac)
+        if steps is None:
+            steps = self._timelines[mac] = []
+            while len(self._timelines) > MAX_MACS:
+                evicted, _ = self._timelines.popitem(last=False)
+                self._dirty.discard(evicted)
+        else:
+            self._timelines.move_to_end(mac)
+        last = steps[-1] if steps else None
+        # Firmware retransmits: fold repeats of the same step into one line with a count.
+        if (last is not None and last["step"] == step and last["detail"] == detail
+                and now - last["last_at"] < COALESCE_SECONDS):
+            last["count"] += 1
+            last["last_at"] = now
+        else:
+            steps.append({"at": now, "last_at": now, "step": step, "count": 1,
+                          "label": STEP_LABELS.get(step, step), "detail": detail})
+            del steps[:-MAX_STEPS]
+        self._dirty.add(mac)
+        ip = detail.get("ip")
+        if isinstance(ip, str) and ip:
+            self.learn_ip(ip, mac)
+
+    def record_by_ip(self, ip: str, step: str, detail: dict[str, Any]) -> bool:
+        mac = self.mac_for_ip(ip)
+        if mac is None:
+            return False
+        self.record(mac, step, detail)
+        return True
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def timeline(self, mac: str) -> dict[str, Any]:
+        steps = self._timelines.get(mac.lower(), [])
+        return {"mac": mac.lower(), "steps": steps, "diagnosis": diagnose(steps, self.clock())}
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        macs = list(reversed(self._timelines))[:limit]
+        return [{**self.timeline(mac), "steps": self._timelines[mac][-1:]} for mac in macs]
