@@ -99,3 +99,23 @@ def demo_process(zipapp: Path, shiv_root: Path, tmp_path: Path) -> Iterator[Demo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads behind (sqlite executors, TFTP/DHCP workers ...)."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+                  # asyncio's default executor is shut down with its loop, which pytest-asyncio
+                  # closes after fixtures finalise.
+                  and not t.name.startswith("asyncio_")]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked by this test: {[t.name for t in leaked]}")
