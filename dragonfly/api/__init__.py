@@ -6,9 +6,10 @@ from dragonfly.api.router import ApiRouter
 
 
 def build_api_router() -> ApiRouter:
+    from dragonfly.agent import routes as agent_routes
     from dragonfly.api import boot, machines, meta
 
     router = ApiRouter()
-    for module in (meta, machines, boot):
+    for module in (meta, machines, boot, agent_routes):
         router.extend(module.api)
     return router

@@ -8,6 +8,7 @@ never hand-written, and the role-matrix test can walk every route.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,9 +56,9 @@ class ApiRouter:
               ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             path_params = tuple(
-                Param(part[1:-1], "path", required=True)
-                for part in path.split("/") if part.startswith("{")
-                and not any(p.name == part[1:-1] for p in params))
+                Param(name, "path", required=True)
+                for name in re.findall(r"\{(\w+)(?::[^}]*)?\}", path)
+                if not any(p.name == name for p in params))
             self.routes.append(Route(method, path, handler, summary, tag,
                                      path_params + params, body, access, streaming, status))
             return handler

@@ -24,6 +24,7 @@ from dragonfly.demo.fleet import (
 )
 from dragonfly.fleet import Fleet
 from dragonfly.model import Machine, State, Workflow, WorkflowState
+from dragonfly.naming import memorable_name
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,7 @@ FAIL_CHANCE = 0.15
 def demo_name(role: str, index: int, state: State, rng: random.Random) -> str:
     if role:
         return f"{role}-{index:02d}"
-    mac = ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
-    try:
-        from dragonfly.naming import memorable_name  # type: ignore[attr-defined]
-    except ImportError:  # TODO(lead): naming.py lands with the agent work
-        return "node-" + mac.replace(":", "")[-6:]
-    return str(memorable_name(mac))
+    return memorable_name(":".join(f"{rng.randrange(256):02x}" for _ in range(6)))
 
 
 class Simulator:

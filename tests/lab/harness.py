@@ -1,0 +1,488 @@
+"""Building blocks of the lab: namespaces, a site DHCP server, QEMU guests, the discovery image,
+and a minimal app serving the agent routes. The fixtures in ``conftest.py`` wrap these; the
+pieces are importable on their own (``from tests.lab.harness import ...``) for tests that
+compose them differently. See ``/work/shared/lab/README.md`` for what each peer does and why.
+
+Everything here cleans up after itself: processes are started in their own session and killed
+by process group, namespaces are deleted, /etc/netns/<ns> is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from dragonfly.agent import routes as agent_routes
+from dragonfly.api.errors import error_middleware
+from dragonfly.app import AppContext
+from dragonfly.app_key import CTX
+from dragonfly.config import Config
+from dragonfly.events import EventHub
+from dragonfly.fleet import Fleet
+from dragonfly.store import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+IPXE_LKRN = Path("/usr/lib/ipxe/ipxe.lkrn")
+LAB_TOOLS = ("ip", "qemu-system-x86_64", "dnsmasq", "timeout", "dpkg-deb", "apt-get")
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[a-zA-Z]|.\x08")
+
+
+# --- availability --------------------------------------------------------------------------------
+
+def require_lab(*tools: str) -> None:
+    """Skip when DRAGONFLY_SKIP_LAB=1; otherwise FAIL (never skip) when the lab cannot run."""
+    if os.environ.get("DRAGONFLY_SKIP_LAB") == "1":
+        pytest.skip("lab tests disabled by DRAGONFLY_SKIP_LAB=1")
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces, tap devices); "
+                    "set DRAGONFLY_SKIP_LAB=1 to skip them")
+    missing = [t for t in (tools or LAB_TOOLS) if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"lab tools missing: {', '.join(missing)} (apt-get install qemu-system-x86 "
+                    "ipxe-qemu ipxe dnsmasq-base ovmf busybox-static iproute2 cpio); "
+                    "or set DRAGONFLY_SKIP_LAB=1")
+
+
+def run(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# --- network namespaces --------------------------------------------------------------------------
+
+_counter = itertools.count(1)
+PREFIX = "dfl"
+
+
+def unique_name(kind: str) -> str:
+    """``dfl<pid>x<n><kind>``: unique per process, and the pid tells a stale one apart."""
+    return f"{PREFIX}{os.getpid():x}x{next(_counter)}{kind}"
+
+
+def sweep_stale_namespaces() -> None:
+    """Delete lab namespaces left by test processes that no longer exist (a killed run)."""
+    out = run("ip", "netns", "list", check=False).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = re.match(rf"^{PREFIX}([0-9a-f]+)x\d+", name)
+        if not match:
+            continue
+        pid = int(match.group(1), 16)
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            run("ip", "netns", "del", name, check=False)
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+
+
+@dataclass
+class LabNet:
+    """``ns`` holds the bridge ``br0`` (10.99.0.1/24, the server's side) and the taps the
+    guests use; ``site_ns`` is a second host on the segment (10.99.0.2) for the site's DHCP."""
+
+    ns: str
+    site_ns: str
+    taps: list[str]
+    server_ip: str = "10.99.0.1"
+    site_ip: str = "10.99.0.2"
+    prefix: int = 24
+    dhcp_range: tuple[str, str] = ("10.99.0.100", "10.99.0.150")
+    _resolv: bool = False
+
+    def exec_args(self, *args: str, ns: str | None = None) -> list[str]:
+        return ["ip", "netns", "exec", ns or self.ns, *args]
+
+    def use_site_dns(self) -> None:
+        """Make processes started with ``ip netns exec <ns>`` resolve through the site's
+        dnsmasq (ip-netns bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf), so
+        no lookup ever leaves the namespaces."""
+        d = Path("/etc/netns") / self.ns
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "resolv.conf").write_text(f"nameserver {self.site_ip}\noptions timeout:1\n")
+        self._resolv = True
+
+
+def create_lab_net(taps: int = 2) -> LabNet:
+    sweep_stale_namespaces()
+    net = LabNet(unique_name("p"), unique_name("s"), [f"tap{i}" for i in range(taps)])
+    try:
+        ns, site = net.ns, net.site_ns
+        run("ip", "netns", "add", ns)
+        run("ip", "netns", "add", site)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", site, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", ns, "link", "set", "br0", "type", "bridge", "stp_state", "0",
+            "forward_delay", "0")
+        run("ip", "-n", ns, "addr", "add", f"{net.server_ip}/{net.prefix}", "dev", "br0")
+        run("ip", "-n", ns, "link", "set", "br0", "up")
+        for tap in net.taps:
+            run(*net.exec_args("ip", "tuntap", "add", "dev", tap, "mode", "tap"))
+            run("ip", "-n", ns, "link", "set", tap, "master", "br0")
+            run("ip", "-n", ns, "link", "set", tap, "up")
+        # Both ends are created directly inside the namespaces: no name in the host's.
+        run("ip", "link", "add", "veth-d", "netns", site, "type", "veth", "peer", "name",
+            "veth-dbr", "netns", ns)
+        run("ip", "-n", ns, "link", "set", "veth-dbr", "master", "br0")
+        run("ip", "-n", ns, "link", "set", "veth-dbr", "up")
+        run("ip", "-n", site, "addr", "add", f"{net.site_ip}/{net.prefix}", "dev", "veth-d")
+        run("ip", "-n", site, "addr", "add", "fd99::2/64", "dev", "veth-d")
+        run("ip", "-n", site, "link", "set", "veth-d", "up")
+    except BaseException:
+        delete_lab_net(net)
+        raise
+    return net
+
+
+def delete_lab_net(net: LabNet) -> None:
+    for name in (net.ns, net.site_ns):
+        run("ip", "netns", "del", name, check=False)
+        shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in_netns(ns: str, host: str, port: int = 0,
+                    kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+    """A socket bound inside namespace ``ns``, usable from this process.
+
+    A short-lived thread enters the namespace (setns affects only the calling thread) and
+    creates the socket there; a socket stays in the namespace it was created in, so the event
+    loop can serve it like any other (``web.SockSite``, ``create_datagram_endpoint(sock=)``).
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            with open(f"/run/netns/{ns}", "rb") as fh:
+                if _libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            sock = socket.socket(socket.AF_INET, kind)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            if kind == socket.SOCK_STREAM:
+                sock.listen(128)
+            sock.setblocking(False)
+            result["sock"] = sock
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"setns-{ns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    sock: socket.socket = result["sock"]
+    return sock
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Terminate the whole process group (ip netns exec -> timeout -> qemu)."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+    def text(self) -> str:
+        try:
+            return clean_text(self.log.read_bytes())
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+
+def start_process(name: str, args: Sequence[str], log: Path) -> Proc:
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    return Proc(name, popen, log)
+
+
+# --- the site's DHCP server ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DhcpHost:
+    mac: str
+    ip: str
+    name: str = ""
+
+
+def start_site_dhcp(net: LabNet, workdir: Path, hosts: Sequence[DhcpHost] = (),
+                    dns: bool = False) -> Proc:
+    """dnsmasq in ``site_ns`` as the site's plain DHCP server (no PXE options) with IPv6 router
+    advertisements (without them every iPXE "Configuring" step waits ~16 s for SLAAC).
+
+    ``dns=True`` also answers DNS on 10.99.0.2 for the domain ``lab.internal``: A and PTR
+    records for ``hosts`` with names, NXDOMAIN for any other private address, nothing
+    forwarded anywhere.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--interface=veth-d",
+            "--bind-interfaces",
+            f"--dhcp-range={net.dhcp_range[0]},{net.dhcp_range[1]},255.255.255.0,1h",
+            f"--dhcp-leasefile={workdir / 'leases'}", "--dhcp-option=3", "--log-dhcp",
+            "--dhcp-authoritative", "--user=root", "--enable-ra",
+            "--dhcp-range=fd99::,ra-only,64", f"--pid-file={workdir / 'dnsmasq.pid'}"]
+    if dns:
+        args += ["--port=53", "--no-resolv", "--no-hosts", "--bogus-priv",
+                 "--domain=lab.internal", "--local=/lab.internal/",
+                 f"--dhcp-option=6,{net.site_ip}"]
+        for host in hosts:
+            if host.name:
+                args.append(f"--host-record={host.name}.lab.internal,{host.name},{host.ip}")
+    else:
+        args += ["--port=0", "--dhcp-option=6"]
+    for host in hosts:
+        args.append(f"--dhcp-host={host.mac},{host.ip}" + (f",{host.name}" if host.name else ""))
+    proc = start_process("dnsmasq", net.exec_args(*args, ns=net.site_ns),
+                         workdir / "dnsmasq.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"dnsmasq exited: {proc.tail()}")
+        if "started" in proc.text() or "DHCP, IP range" in proc.text():
+            return proc
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"dnsmasq did not start: {proc.tail()}")
+
+
+# --- QEMU guests ---------------------------------------------------------------------------------
+
+def clean_text(raw: bytes) -> str:
+    """Serial output without ANSI escapes and backspace overstrikes."""
+    return _ANSI.sub(b"", raw).decode("utf-8", "replace")
+
+
+@dataclass
+class Guest:
+    name: str
+    mac: str
+    proc: Proc  # its log is QEMU's own stdout/stderr
+    workdir: Path
+
+    @property
+    def serial_log(self) -> Path:
+        return self.workdir / "serial.log"
+
+    @property
+    def serial(self) -> str:
+        try:
+            return clean_text(self.serial_log.read_bytes())
+        except FileNotFoundError:
+            return ""
+
+    def exited(self) -> int | None:
+        return self.proc.popen.poll()
+
+    def diagnostics(self, lines: int = 60) -> str:
+        serial = "\n".join(self.serial.splitlines()[-lines:])
+        return (f"--- {self.name}: qemu exit {self.exited()} ---\n{self.proc.tail(10)}\n"
+                f"--- serial (last {lines} lines) ---\n{serial}")
+
+
+@dataclass
+class QemuFactory:
+    """Starts guests on the lab's taps; every guest is killed at teardown."""
+
+    net: LabNet
+    workdir: Path
+    guests: list[Guest] = field(default_factory=list)
+    _taps: Iterator[str] | None = None
+
+    def start(self, name: str, mac: str, *, firmware: str = "bios",
+              kernel: Path | None = None, initrd: Path | None = None, append: str = "",
+              disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
+              seconds: int = 180, tap: str | None = None, ipxe_rom: bool | None = None,
+              extra: Sequence[str] = ()) -> Guest:
+        """BIOS (SeaBIOS + the NIC's iPXE ROM) or UEFI (OVMF with its own EDK2 PXE: the NIC's
+        ROM is dropped with romfile=, unless ``ipxe_rom=True``). Without ``kernel`` the guest
+        network-boots (-boot n / bootindex=1). ``seconds`` bounds its life (timeout(1))."""
+        if self._taps is None:
+            self._taps = iter(self.net.taps)
+        tap = tap or next(self._taps)
+        work = self.workdir / name
+        work.mkdir(parents=True, exist_ok=True)
+        args = ["timeout", "--kill-after=5", str(seconds), "qemu-system-x86_64",
+                "-accel", "tcg", "-m", str(memory_mib), "-smp", str(smp), "-nodefaults",
+                "-vga", "none", "-display", "none", "-no-reboot", "-monitor", "none",
+                "-serial", f"file:{work / 'serial.log'}",
+                "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+        nic = f"virtio-net-pci,netdev=n0,mac={mac}"
+        if firmware == "uefi":
+            vars_copy = work / "OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            args += ["-machine", "q35,graphics=off",
+                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+            if kernel is None:
+                nic += ",bootindex=1"
+        elif firmware == "bios":
+            args += ["-machine", "pc,graphics=off"]
+            if kernel is None:
+                args += ["-boot", "n"]
+        else:
+            raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
+        if not (firmware == "bios" if ipxe_rom is None else ipxe_rom):
+            nic += ",romfile="
+        args += ["-device", nic]
+        if disk_bytes is not None:
+            disk = work / "disk.img"
+            with open(disk, "wb") as fh:
+                fh.truncate(disk_bytes)
+            args += ["-drive", f"file={disk},if=virtio,format=raw"]
+        if kernel is not None:
+            args += ["-kernel", str(kernel)]
+            if initrd is not None:
+                args += ["-initrd", str(initrd)]
+            if append:
+                args += ["-append", append]
+        args += list(extra)
+        # QEMU writes the serial log itself; its own stdout/stderr go to qemu.log.
+        proc = start_process(f"qemu-{name}", self.net.exec_args(*args), work / "qemu.log")
+        guest = Guest(name, mac, proc, work)
+        self.guests.append(guest)
+        return guest
+
+    def stop_all(self) -> None:
+        for guest in self.guests:
+            guest.proc.stop()
+
+
+# --- the discovery image -------------------------------------------------------------------------
+
+def lab_cache_dir() -> Path:
+    env = os.environ.get("DRAGONFLY_LAB_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dragonfly" / "lab"
+
+
+def build_script() -> Any:
+    """scripts/build_discovery_image.py as a module (it is a script, not a package)."""
+    path = ROOT / "scripts" / "build_discovery_image.py"
+    spec = importlib.util.spec_from_file_location("build_discovery_image", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while defined
+        spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class DiscoveryImage:
+    vmlinuz: Path
+    initrd: Path  # the stock initrd, without the agent overlay
+    kernel_release: str
+
+    def install(self, state_dir: Path) -> Path:
+        """Put the files where the server looks for them: <state_dir>/discovery/."""
+        d = state_dir / "discovery"
+        d.mkdir(parents=True, exist_ok=True)
+        for src, name in ((self.vmlinuz, "vmlinuz"), (self.initrd, "initrd.img")):
+            target = d / name
+            if not target.exists():
+                target.symlink_to(src)
+        return d
+
+
+def build_discovery_image() -> DiscoveryImage:
+    """Built once from Debian packages (apt-get download, cached), reused by later runs."""
+    script = build_script()
+    cache = lab_cache_dir()
+    try:
+        result = script.build(cache / "image", cache / "debs")
+    except script.BuildError as exc:
+        pytest.fail(f"cannot build the discovery image offline: {exc}")
+    return DiscoveryImage(result.vmlinuz, result.initrd, result.kernel_release)
+
+
+# --- a minimal app serving the agent routes ------------------------------------------------------
+
+def make_context(state_dir: Path, **extras: Any) -> AppContext:
+    values = Config.defaults().as_dict()
+    values["server.state_dir"] = str(state_dir)
+    store = SqliteStore(":memory:")
+    return AppContext(config=Config(values), store=store, fleet=Fleet(store),
+                      events=EventHub(store), demo=False, extras=dict(extras))
+
+
+def agent_app(ctx: AppContext) -> web.Application:
+    """The agent and boot routes alone, behind the real error edge, with the context's store
+    and fleet opened and closed with the app (what ``create_app`` does, minus the panel)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[CTX] = ctx
+    for route in agent_routes.api.routes:
+        app.router.add_route(route.method, route.path, route.handler)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await ctx.store.open()
+        await ctx.fleet.start()
+        yield
+        ctx.fleet.stop()
+        await ctx.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def netns_reverse_lookup(ns: str) -> Callable[[str, float], Awaitable[str | None]]:
+    """A PTR lookup made from inside ``ns`` (``getent hosts`` through the namespace's
+    resolv.conf), for servers that run in this process but serve a namespace: the system
+    resolver of the test process would ask the host's DNS, outside the lab."""
+    async def lookup(ip: str, seconds: float) -> str | None:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", ns, "getent", "hosts", ip,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), seconds + 2)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None
+        parts = out.decode().split()
+        return parts[1] if len(parts) > 1 else None
+    return lookup
