@@ -1,0 +1,256 @@
+"""The panel in a real browser: Debian's Chromium driven by Playwright, against the built zipapp.
+
+One walk through the demo as a newcomer would take it: the banner and its dialogs, the
+dashboard with deployments advancing live over SSE, search, a tag edit on a machine page, the
+docs, and a phone-width pass. Screenshots go to test-artifacts/ (and the README's two to
+docs/screenshots/). Fails, never skips, when Chromium or Playwright is missing, unless
+DRAGONFLY_SKIP_BROWSER=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ARTIFACTS, ROOT, DemoProcess
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-default-apps",
+                 "--disable-extensions", "--no-default-browser-check"]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+BANNER = ("Demo Mode: Dragonfly is not installed yet. This is a preview — none of your "
+          "hardware is touched.")
+
+
+def _require_browser() -> Any:
+    """Playwright's sync API, or a failure that says what is missing (or a skip if told to)."""
+    missing = []
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("the playwright Python package (pip install playwright)")
+        sync_api = None
+    if not Path(CHROMIUM).exists():
+        missing.append(f"Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("DRAGONFLY_SKIP_BROWSER") == "1":
+            pytest.skip(message)
+        pytest.fail(message + "; set DRAGONFLY_SKIP_BROWSER=1 to skip it")
+    return sync_api
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    sync_api = _require_browser()
+    with sync_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def api(demo: DemoProcess, path: str) -> Any:
+    with urllib.request.urlopen(demo.url + path, timeout=10) as response:
+        return json.load(response)
+
+
+def shot(page: Any, name: str, *, full_page: bool = False, also: Path | None = None) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(target), full_page=full_page)
+    if also is not None:
+        also.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, also)
+
+
+def no_horizontal_overflow(page: Any) -> None:
+    sizes = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert sizes[0] <= sizes[1], f"{page.url} overflows horizontally: {sizes}"
+
+
+def test_demo_in_a_real_browser(demo_process: DemoProcess, browser: Any) -> None:
+    demo = demo_process
+    requests: list[str] = []
+    errors: list[str] = []
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                  color_scheme="dark", device_scale_factor=1)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The deliberate 400 (a too-long tag) and 404 (the not-found page) are logged by Chromium.
+    expected = ("status of 400 (Bad Request)", "status of 404 (Not Found)")
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and not msg.text.endswith(expected) else None)
+    page.set_default_timeout(15_000)
+
+    # --- the dashboard: banner, buttons, machines, live stream
+    page.goto(demo.url + "/")
+    banner = page.get_by_role("region", name="Demo mode")
+    assert banner.inner_text().strip().startswith(BANNER)
+    for name in ("Install Now", "Advanced Setup"):
+        assert page.get_by_role("button", name=name).is_visible()
+    assert banner.get_by_role("link", name="Docs").get_attribute("href") == "/docs"
+    page.locator('#live[data-status="live"]').wait_for()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    stats = api(demo, "/api/stats")
+    assert int(page.locator('[data-count="installed"]').inner_text()) >= 1
+    assert page.locator("#recent .recent").count() == len(stats["recently_seen"]) > 0
+    first_recent = stats["recently_seen"][0]["name"]
+    assert page.locator("#recent").get_by_text(first_recent, exact=True).is_visible()
+
+    # Keyboard: the first Tab lands on the skip link.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    page.evaluate("document.activeElement.blur()")
+
+    # A progress bar advances through SSE, without a reload.
+    page.evaluate("window.__sameDocument = true")
+    bars = page.locator("#deployments .deploy")
+    bars.first.wait_for()
+    slowest = min(api(demo, "/api/stats")["active_workflows"], key=lambda w: w["progress"])
+    item = page.locator(f'#deployments [data-wf="{slowest["id"]}"] [role="progressbar"]')
+    before = float(item.get_attribute("aria-valuenow"))
+    page.wait_for_function(
+        """([id, before]) => {
+             const bar = document.querySelector(`[data-wf="${id}"] [role="progressbar"]`);
+             return bar && Number(bar.getAttribute("aria-valuenow")) > before;
+           }""", arg=[slowest["id"], before], timeout=20_000)
+    assert page.evaluate("window.__sameDocument") is True
+    page.wait_for_timeout(600)  # let the bars ease to their values for the screenshot
+    shot(page, "dashboard", also=SCREENSHOTS / "panel.png")
+
+    # --- Install Now and Advanced Setup dialogs
+    page.get_by_role("button", name="Install Now").click()
+    dialog = page.locator("#install-dialog")
+    assert dialog.is_visible()
+    assert dialog.locator("#install-command").inner_text() == "sudo ./dragonfly install"
+    assert "/usr/local/bin/dragonfly" in dialog.inner_text()
+    dialog.get_by_role("button", name="Copy").click()
+    dialog.get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == "sudo ./dragonfly install"
+    shot(page, "install-dialog")
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    page.get_by_role("button", name="Advanced Setup").click()
+    setup = page.locator("#setup-dialog")
+    setup.locator('input[name="mode"][value="tinkerbell"]').check()
+    setup.locator("#adv-interface").fill("eno2")
+    setup.locator('input[name="dhcp"][value="full"]').check()
+    setup.locator("#adv-port").fill("8080")
+    assert setup.locator("#adv-command").inner_text() == (
+        "sudo ./dragonfly install --mode tinkerbell --interface eno2 --dhcp-mode full "
+        "--port 8080")
+    shot(page, "advanced-setup")
+    page.keyboard.press("Escape")
+
+    # --- the machine list: rows, search as you type, the URL follows
+    page.get_by_role("link", name="Machines", exact=True).click()
+    page.wait_for_url("**/machines")
+    listing = api(demo, "/api/machines")
+    assert page.locator("#machine-rows tr").count() == len(listing["items"])
+    target = next(m for m in listing["items"] if m["state"] == "installed")
+    page.locator("#q").press_sequentially(target["serial"], delay=30)
+    page.wait_for_function(
+        "n => document.querySelectorAll('#machine-rows tr').length === n", arg=1)
+    assert page.locator("#machine-rows tr").first.get_attribute("data-id") == target["id"]
+    assert f"q={target['serial']}" in page.url
+    page.locator("#q").fill("")
+    page.locator("#q").dispatch_event("input")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#machine-rows tr').length === n",
+        arg=len(api(demo, "/api/machines")["items"]))
+    shot(page, "machines")
+
+    # --- a machine page: add a tag, check the API has it, remove it again
+    page.goto(f"{demo.url}/machines/{target['id']}")
+    page.locator("#tag-input").fill("browser-test")
+    page.locator("#tag-input").press("Enter")
+    chip = page.locator('#tag-list [data-tag="browser-test"]')
+    chip.wait_for()
+    assert "browser-test" in api(demo, f"/api/machines/{target['id']}")["tags"]
+    page.locator("#tag-input").fill("x" * 80)
+    page.locator("#tag-input").press("Enter")
+    page.locator("#tag-error").wait_for()
+    assert "at most 64 characters" in page.locator("#tag-error").inner_text()
+    page.locator("#tag-input").fill("")
+    page.get_by_role("button", name="Remove tag browser-test").click()
+    chip.wait_for(state="detached")
+    assert "browser-test" not in api(demo, f"/api/machines/{target['id']}")["tags"]
+    # A destructive action asks for the machine's name before it can be confirmed.
+    page.get_by_role("button", name="Reimage").click()
+    confirm = page.get_by_role("button", name="Wipe and reimage")
+    assert confirm.is_disabled()
+    page.get_by_label(f"Type {target['name']} to confirm").fill(target["name"])
+    assert confirm.is_enabled()
+    page.keyboard.press("Escape")
+    assert api(demo, f"/api/machines/{target['id']}")["state"] == "installed"
+    shot(page, "machine-installed", full_page=True)
+
+    deploying = api(demo, "/api/machines?state=deploying")["items"]
+    if deploying:
+        page.goto(f"{demo.url}/machines/{deploying[0]['id']}")
+        page.locator("#workflow .steps-timeline").wait_for()
+    page.wait_for_timeout(600)
+    shot(page, "machine", also=SCREENSHOTS / "machine.png")
+
+    # --- tags and docs
+    page.goto(demo.url + "/tags")
+    assert page.locator("#tag-rows tr").count() == len(api(demo, "/api/tags"))
+    shot(page, "tags")
+    for doc in ("", "/install", "/lifecycle", "/settings", "/api", "/cli"):
+        page.goto(f"{demo.url}/docs{doc}")
+        assert page.locator("article.prose h1").is_visible()
+        shot(page, "docs" + doc.replace("/", "-"), full_page=True)
+    page.goto(demo.url + "/machines/no-such-machine")
+    assert page.get_by_role("heading", name="This page flew away").is_visible()
+    shot(page, "not-found")
+
+    # --- the light theme sticks across a reload
+    page.goto(demo.url + "/")
+    page.locator("#theme-toggle").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    shot(page, "dashboard-light")
+    context.close()
+
+    # --- phone width: nothing overflows sideways
+    # Not is_mobile: a mobile viewport would zoom out to fit wide content and hide overflow.
+    phone = browser.new_context(viewport={"width": 375, "height": 812}, color_scheme="dark",
+                                device_scale_factor=2, has_touch=True)
+    phone.on("request", lambda request: requests.append(request.url))
+    mobile = phone.new_page()
+    mobile.on("pageerror", lambda exc: errors.append(str(exc)))
+    for name, path in (("dashboard", "/"), ("machines", "/machines"),
+                       ("machine", f"/machines/{target['id']}"), ("tags", "/tags"),
+                       ("docs", "/docs/settings")):
+        mobile.goto(demo.url + path)
+        mobile.wait_for_timeout(300)
+        no_horizontal_overflow(mobile)
+        shot(mobile, f"phone-{name}", full_page=True)
+    mobile.get_by_role("button", name="Advanced Setup").click()
+    no_horizontal_overflow(mobile)
+    shot(mobile, "phone-advanced-setup")
+    phone.close()
+
+    # --- nothing left this machine, and the scripts ran clean
+    hosts = {urlsplit(url).hostname for url in requests if not url.startswith(("data:", "blob:"))}
+    assert hosts == {"127.0.0.1"}, sorted(u for u in requests if "127.0.0.1" not in u)
+    assert len(requests) > 20
+    assert not errors, errors
