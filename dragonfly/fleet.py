@@ -313,6 +313,7 @@ class Fleet:
                              actor: str = "") -> Machine:
         """Move the machine into ``deploying`` and store its workflow in one commit."""
         workflow.machine_id = machine_id
+        workflow.machine_name = self.get_machine(machine_id).name
 
         def mutate(machine: Machine) -> HistoryEvent:
             transition = check_transition(machine.state, action)

@@ -203,6 +203,7 @@ class Workflow:
     machine_id: str
     template: str
     engine: str = "native"  # "native" or "tinkerbell"
+    machine_name: str = ""  # denormalised for dashboards and event streams
     state: WorkflowState = WorkflowState.PENDING
     stage: str = ""
     progress: float = 0.0

@@ -167,6 +167,19 @@ def add_panel_routes(app: web.Application) -> None:
     app.router.add_get("/docs/{page}", docs_page)
     app.router.add_get("/static/{name:.+}", static_file)
     app.router.add_get("/favicon.ico", favicon)
+    app.middlewares.append(friendly_not_found)
+
+
+@web.middleware
+async def friendly_not_found(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown page URLs get the panel's 404 page; /api and /boot keep their JSON errors."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPNotFound:
+        if request.method != "GET" or request.path.startswith(("/api/", "/boot/", "/static/")):
+            raise
+        return await not_found_page(request)
+    return response
 
 
 def current_user(request: web.Request) -> dict[str, Any] | None:
@@ -369,7 +382,7 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 async def not_found_page(request: web.Request) -> web.Response:
-    """For the lead: a catch-all page route (``add_get('/{tail:.*}', ...)``) may use this."""
+    """The 404 page for any unknown page URL (see ``friendly_not_found``)."""
     return render(request, "not_found.html", status=404, what=request.path,
                   page_title="Not found")
 

@@ -474,8 +474,13 @@ function initDashboard() {
     }, 3000);
   };
 
-  const nameFor = async (li, machineId) => {
-    if (names[machineId]) return;
+  const nameFor = async (li, machineId, known) => {
+    if (known) names[machineId] = known;
+    if (names[machineId]) {
+      setText(li.querySelector(".deploy-name"), names[machineId]);
+      li.querySelector(".progress").setAttribute("aria-label", `Deployment of ${names[machineId]}`);
+      return;
+    }
     try {
       const m = await api("GET", `/api/machines/${encodeURIComponent(machineId)}`);
       names[machineId] = m.name;
@@ -491,7 +496,7 @@ function initDashboard() {
     if (!li && active) {
       li = deployItem(data);
       list.append(li);
-      nameFor(li, data.machine_id);
+      nameFor(li, data.machine_id, data.machine_name);
     } else if (li) {
       updateItem(li, data);
       if (!active) finish(li, data);
