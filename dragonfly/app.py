@@ -81,6 +81,9 @@ def create_app(ctx: AppContext, hooks: tuple[AppHook, ...] = ()) -> web.Applicat
                           client_max_size=8 << 20)
     app[CTX] = ctx
     ctx.router = build_api_router()
+    from dragonfly.auth import install_auth
+
+    install_auth(app, ctx)  # access control: its routes, pages and the enforcing middleware
     for hook in hooks:
         hook(app, ctx)
     for route in ctx.router.routes:

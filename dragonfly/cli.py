@@ -32,7 +32,7 @@ _COMMANDS: dict[str, Command] = {}
 
 # Modules that add subcommands: each has ``add_commands(subparsers)`` and registers its
 # handlers with ``@command(name)``. Imported only when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.install")
 
 
 def command(name: str) -> Callable[[Command], Command]:
@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--boot-interface", help="interface facing the machines")
     serve.add_argument("--dhcp-mode", choices=DHCP_MODES, help="how to answer DHCP")
 
-    sub.add_parser("status", help="is Dragonfly installed and running; machines by state")
+    from dragonfly.status import configure_parser
+
+    configure_parser(sub.add_parser(
+        "status", help="is Dragonfly installed and running; machines by state"))
     sub.add_parser("version", help="print the version")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(sub)
@@ -168,8 +171,11 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     sock.listen(512)
     sock.setblocking(False)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    banner = (f"Dragonfly {__version__} serving on http://{shown}:{sock.getsockname()[1]}/ "
-              f"(state in {config.state_dir})\n")
+    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    banner = f"Dragonfly {__version__} serving on {url} (state in {config.state_dir})\n"
+    from dragonfly.auth.firstrun import setup_banner
+
+    banner += setup_banner(config, url)  # the one-time setup token, until setup is done
     asyncio.run(_serve_app(ctx, sock, banner, out))
     return 0
 
@@ -204,12 +210,9 @@ async def _serve_app(ctx: Any, sock: socket.socket, banner: str, out: TextIO) ->
 
 @command("status")
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from dragonfly.status import collect_status, format_status
+    from dragonfly.status import cmd_status as status_command
 
-    path = args.config or config_path_from_env()
-    status = collect_status(path)
-    out.write(format_status(status))
-    return 0
+    return status_command(args, out)
 
 
 @command("version")

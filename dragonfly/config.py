@@ -105,6 +105,32 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security", "allowlist", list, [],
             "CIDRs (IPv4 and IPv6) allowed to reach the panel and API. Empty: everyone. "
             "Boot and agent endpoints are not affected."),
+    Setting("security", "require_mfa", bool, False,
+            "Every account must enroll TOTP two-factor authentication before it can use the "
+            "panel (API tokens are not affected)."),
+    Setting("security", "session_idle_minutes", int, 60,
+            "A panel session ends after this many minutes without a request."),
+    Setting("security", "session_max_hours", int, 12,
+            "A panel session ends this many hours after sign-in, however active."),
+    Setting("security", "login_max_failures", int, 5,
+            "Failed sign-ins for one account before it is locked out for a while."),
+    Setting("security", "login_max_failures_per_address", int, 20,
+            "Failed sign-ins from one client address before that address is locked out."),
+    Setting("security", "login_lockout_minutes", int, 15,
+            "How long a lock-out after too many failed sign-ins lasts (failures older than "
+            "this are forgotten)."),
+    Setting("security", "token_default_days", int, 90,
+            "Lifetime of a new API token when its creator gives none (0: never expires)."),
+    Setting("security", "trusted_proxies", list, [],
+            "CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto headers are "
+            "believed (for the allowlist, sign-in limits and Secure cookies). Empty: none."),
+    Setting("tinkerbell", "kubeconfig", str, "/etc/dragonfly/kubeconfig",
+            "Tinkerbell mode: kubeconfig for the Kubernetes cluster running Tinkerbell. "
+            "`dragonfly install --mode tinkerbell` writes it for a service account limited to "
+            "Tinkerbell's objects in the namespace below."),
+    Setting("tinkerbell", "namespace", str, "tink-system",
+            "Tinkerbell mode: namespace of the Tinkerbell stack, where Dragonfly creates "
+            "Hardware, Template and Workflow objects."),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -164,11 +190,19 @@ def _validate(values: Mapping[str, Any]) -> None:
     port = values["server.port"]
     if not 0 <= port <= 65535:
         raise InvalidInput(f"server.port: {port} is not a TCP port")
-    for cidr in values["security.allowlist"]:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise InvalidInput(f"security.allowlist: {cidr!r} is not a CIDR") from None
+    for key in ("security.allowlist", "security.trusted_proxies"):
+        for cidr in values[key]:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise InvalidInput(f"{key}: {cidr!r} is not a CIDR") from None
+    for key in ("security.session_idle_minutes", "security.session_max_hours",
+                "security.login_max_failures", "security.login_max_failures_per_address",
+                "security.login_lockout_minutes"):
+        if values[key] < 1:
+            raise InvalidInput(f"{key}: must be at least 1")
+    if values["security.token_default_days"] < 0:
+        raise InvalidInput("security.token_default_days: cannot be negative")
 
 
 def config_path_from_env(env: Mapping[str, str] | None = None) -> Path:

@@ -1,0 +1,148 @@
+"""The IP allowlist against real client addresses: a network namespace joined to the host by a
+veth pair (IPv4 and IPv6), the app listening on the host side, curl running inside the
+namespace. Needs root; fails (never skips) without it unless DRAGONFLY_SKIP_LAB=1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from dragonfly.app import create_app
+from dragonfly.auth import accounts, auth_of, firstrun
+from dragonfly.auth.policy import Caller
+from tests.test_auth_fixtures import ADMIN_PASSWORD, installed_context
+
+pytestmark = pytest.mark.lab
+
+
+def _require() -> None:
+    if os.environ.get("DRAGONFLY_SKIP_LAB") == "1":
+        pytest.skip("lab tests disabled by DRAGONFLY_SKIP_LAB=1")
+    if os.geteuid() != 0:
+        pytest.fail("the allowlist lab test needs root (network namespaces); set "
+                    "DRAGONFLY_SKIP_LAB=1 to skip it")
+    missing = [t for t in ("ip", "curl") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing tools: {', '.join(missing)} (apt-get install iproute2 curl)")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=20)
+
+
+@dataclass
+class Link:
+    ns: str
+    host4: str
+    client4: str
+    host6: str
+    client6: str
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    _require()
+    tag = secrets.token_hex(3)
+    ns, host_if, ns_if = f"dfauth{tag}", f"dfh{tag}", f"dfn{tag}"
+    octet = int(tag[:2], 16) % 250 + 1
+    net = Link(ns, f"10.251.{octet}.1", f"10.251.{octet}.2", f"fd5a:{tag[:4]}::1",
+               f"fd5a:{tag[:4]}::2")
+    try:
+        _ip("netns", "add", ns)
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", ns)
+        _ip("addr", "add", f"{net.host4}/30", "dev", host_if)
+        _ip("-6", "addr", "add", f"{net.host6}/64", "dev", host_if, "nodad")
+        _ip("link", "set", host_if, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "addr", "add", f"{net.client4}/30", "dev", ns_if)
+        _ip("-n", ns, "-6", "addr", "add", f"{net.client6}/64", "dev", ns_if, "nodad")
+        _ip("-n", ns, "link", "set", ns_if, "up")
+        yield net
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=20)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+async def curl_in(ns: str, url: str, token: str) -> tuple[int, Any]:
+    """GET ``url`` from inside the namespace; (status, parsed body)."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, "curl", "-sS", "-m", "10", "-g", "-H",
+        f"Authorization: Bearer {token}", "-w", "\n%{http_code}", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    text, _, code = out.decode().rpartition("\n")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = text
+    return int(code), data
+
+
+async def test_allowlist_refuses_a_namespace_client(link: Link) -> None:
+    ctx = installed_context()
+    app = create_app(ctx)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site4 = web.TCPSite(runner, link.host4, 0)
+    site6 = web.TCPSite(runner, link.host6, 0)
+    await site4.start()
+    await site6.start()
+    try:
+        port4 = site4._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port6 = site6._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        auth = auth_of(ctx)
+        token = await firstrun.issue_token(ctx.store, 0)
+        await auth.complete_setup(
+            {"setup_token": token, "name": "admin", "password": ADMIN_PASSWORD}, link.host4)
+        secret, _ = await accounts.create_token(
+            auth, Caller(name="admin", role="admin", via="cli"), "lab", None, 1)
+        url4 = f"http://{link.host4}:{port4}/api/machines?limit=1"
+        url6 = f"http://[{link.host6}]:{port6}/api/machines?limit=1"
+
+        status, data = await curl_in(link.ns, url4, secret)
+        assert status == 200 and data["total"] > 0  # no allowlist: everyone
+        await auth.settings.set({"security.allowlist": [f"{link.host4}/32", "::1/128"]},
+                                by="test")
+        status, data = await curl_in(link.ns, url4, secret)
+        assert status == 403, data
+        assert data["detail"] == {"refused": "allowlist", "address": link.client4}
+        assert link.client4 in data["error"]
+        status, data = await curl_in(link.ns, url6, secret)
+        assert status == 403 and data["detail"]["address"] == link.client6
+        # Agent and boot endpoints are governed by the boot networks, not the allowlist.
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://{link.host4}:{port4}/api/openapi.json") as response:
+            doc = await response.json()
+        agent_gets = [p for p, ops in doc["paths"].items()
+                      if ops.get("get", {}).get("x-dragonfly-access") == "agent"
+                      and "{" not in p]
+        for path in agent_gets:
+            status, data = await curl_in(link.ns, f"http://{link.host4}:{port4}{path}", "")
+            assert not (status == 403 and isinstance(data, dict)
+                        and data.get("detail", {}).get("refused") == "allowlist"), path
+        # Admit the namespace's IPv4 network: v4 passes, v6 still refused.
+        await auth.settings.set({"security.allowlist": [f"{link.client4}/30"]}, by="test")
+        status, data = await curl_in(link.ns, url4, secret)
+        assert status == 200, data
+        status, _ = await curl_in(link.ns, url6, secret)
+        assert status == 403
+        await auth.settings.set({"security.allowlist": [f"{link.client4}/30",
+                                                        f"{link.client6[:-1]}/64"]}, by="test")
+        status, _ = await curl_in(link.ns, url6, secret)
+        assert status == 200
+    finally:
+        await runner.cleanup()
+
