@@ -17,7 +17,8 @@ from dragonfly.fleet import HISTORY, MACHINE, WORKFLOW, summary
 from dragonfly.model import Machine
 from dragonfly.store import Change, Store, Watch
 
-STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT)
+# Only what every reader may see. Never users, sessions, tokens, audit, settings or setup.
+STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT, "lock", "safety")
 HEARTBEAT_SECONDS = 15.0
 
 

@@ -19,6 +19,13 @@ api = ApiRouter()
 _TAG_LIST = {"type": "array", "items": {"type": "string", "maxLength": 64}}
 
 
+def _actor(request: web.Request) -> str:
+    """Who is acting, for history lines ("alice", "token:ci", "demo:admin" ...)."""
+    from dragonfly.auth.middleware import caller_of
+
+    return caller_of(request).actor
+
+
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -90,7 +97,8 @@ async def put_tags(request: web.Request) -> dict[str, Any]:
     body = await read_object(request)
     if "tags" not in body:
         raise InvalidInput("expected {\"tags\": [...]}")
-    machine = await ctx_of(request).fleet.set_tags(request.match_info["id"], body["tags"])
+    machine = await ctx_of(request).fleet.set_tags(request.match_info["id"], body["tags"],
+                                                   _actor(request))
     return summary(machine)
 
 
@@ -101,12 +109,12 @@ async def put_tags(request: web.Request) -> dict[str, Any]:
 async def bulk_tags(request: web.Request) -> dict[str, Any]:
     body = await read_object(request)
     machines = await ctx_of(request).fleet.bulk_tags(
-        body.get("ids"), body.get("add", []), body.get("remove", []))
+        body.get("ids"), body.get("add", []), body.get("remove", []), _actor(request))
     return {"updated": len(machines), "items": [summary(m) for m in machines]}
 
 
-@api.post("/api/machines/{id}/actions/{action}", "Move a machine through its lifecycle",
-          "machines", access="admin", params=(
+@api.post("/api/machines/{id}/actions/{action}", "Move a machine through its lifecycle "
+          "(users may adopt; the rest is for admins)", "machines", access="user", params=(
               Param("action", "path", required=True, enum=tuple(
                   t for t in TRANSITIONS if t in ("adopt", "deploy", "reimage", "release",
                                                   "maintenance", "resume"))),),
@@ -126,13 +134,13 @@ async def machine_action(request: web.Request) -> dict[str, Any]:
         if ctx.runner is None:
             raise Unavailable("this instance has no deployment engine yet: machines can be "
                               "discovered and tagged, not deployed")
-        await ctx.runner.start_deployment(machine, action, tpl.slug, actor="")
+        await ctx.runner.start_deployment(machine, action, tpl.slug, actor=_actor(request))
         machine = ctx.fleet.get_machine(machine.id)
     else:
         reason = body.get("reason", "")
         if not isinstance(reason, str) or len(reason) > 500:
             raise InvalidInput("reason must be text of at most 500 characters")
-        machine = await ctx.fleet.transition(machine.id, action, reason)
+        machine = await ctx.fleet.transition(machine.id, action, reason, actor=_actor(request))
     data = machine.to_dict()
     data["actions"] = allowed_transitions(machine.state)
     return data
@@ -162,13 +170,14 @@ async def list_tags(request: web.Request) -> list[dict[str, Any]]:
          body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})
 async def rename_tag(request: web.Request) -> dict[str, Any]:
     body = await read_object(request)
-    count = await ctx_of(request).fleet.rename_tag(request.match_info["tag"], body.get("name"))
+    count = await ctx_of(request).fleet.rename_tag(request.match_info["tag"], body.get("name"),
+                                                   _actor(request))
     return {"updated": count}
 
 
 @api.delete("/api/tags/{tag}", "Remove a tag from every machine", "tags", access="user")
 async def delete_tag(request: web.Request) -> dict[str, Any]:
-    count = await ctx_of(request).fleet.delete_tag(request.match_info["tag"])
+    count = await ctx_of(request).fleet.delete_tag(request.match_info["tag"], _actor(request))
     return {"updated": count}
 
 
