@@ -254,3 +254,18 @@ async def test_openapi_describes_every_route(client: TestClient) -> None:
 async def test_version(client: TestClient) -> None:
     data = await (await client.get("/api/version")).json()
     assert data["demo"] is True and data["version"]
+
+
+async def test_register_machine_by_mac(client: TestClient) -> None:
+    response = await client.post("/api/machines", json={"mac": "52-54-00-AA-BB-01",
+                                                        "tags": ["staged"], "role": "db"})
+    assert response.status == 201
+    row = await response.json()
+    assert row["mac"] == "52:54:00:aa:bb:01" and row["state"] == "discovered"
+    assert row["name"] and row["tags"] == ["staged"]
+    again = await client.post("/api/machines", json={"mac": "52:54:00:aa:bb:01"})
+    assert again.status == 409
+    for bad in ({"mac": "nope"}, {}, {"mac": "52:54:00:aa:bb:02", "tags": [""]},
+                {"mac": "52:54:00:aa:bb:03", "name": "x" * 80}):
+        response = await client.post("/api/machines", json=bad)
+        assert response.status == 400, bad

@@ -7,12 +7,21 @@ from typing import Any
 from aiohttp import web
 
 from dragonfly import catalog
-from dragonfly.api.errors import read_object
+from dragonfly.api.errors import json_response, read_object
 from dragonfly.api.router import ApiRouter, Param
 from dragonfly.app_key import ctx_of
-from dragonfly.errors import InvalidInput, Unavailable
+from dragonfly.errors import Conflict, InvalidInput, Unavailable
 from dragonfly.fleet import SORT_KEYS, summary
-from dragonfly.model import TRANSITIONS, State, allowed_transitions
+from dragonfly.model import (
+    TRANSITIONS,
+    Machine,
+    State,
+    allowed_transitions,
+    new_id,
+    normalise_mac,
+    validate_tags,
+)
+from dragonfly.naming import memorable_name
 
 api = ApiRouter()
 
@@ -55,6 +64,33 @@ async def list_machines(request: web.Request) -> dict[str, Any]:
         offset=_int_param(request, "offset", 0, 0, 10_000_000))
     return {"items": [summary(m) for m in page.items], "total": page.total,
             "states": page.states}
+
+
+@api.post("/api/machines", "Register a machine by MAC before it boots (for selective DHCP "
+          "mode and pre-staged tags)", "machines", access="admin", status=201,
+          body={"type": "object", "required": ["mac"], "properties": {
+              "mac": {"type": "string"}, "name": {"type": "string"}, "tags": _TAG_LIST,
+              "role": {"type": "string"}, "bmc": {"type": "object"}}})
+async def register_machine(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await read_object(request)
+    raw_mac = body.get("mac")
+    if not isinstance(raw_mac, str):
+        raise InvalidInput("mac is required, e.g. \"52:54:00:12:34:56\"")
+    mac = normalise_mac(raw_mac)
+    existing = ctx.fleet.find_machine([mac])
+    if existing is not None:
+        raise Conflict(f"{mac} already belongs to {existing.name}", {"id": existing.id})
+    name = body.get("name") or memorable_name(mac)
+    role = body.get("role", "")
+    for field, value in (("name", name), ("role", role)):
+        if not isinstance(value, str) or len(value) > 63 or not value.isprintable():
+            raise InvalidInput(f"{field} must be printable text of at most 63 characters")
+    machine = Machine(id=new_id(), name=name.strip(), state=State.DISCOVERED, mac=mac,
+                      macs=[mac], tags=validate_tags(body.get("tags", [])), role=role.strip())
+    machine = await ctx.fleet.add_machine(
+        machine, f"Registered by {_actor(request) or 'an operator'} before first boot")
+    return json_response(summary(machine), status=201)
 
 
 @api.get("/api/machines/{id}", "One machine with its full inventory", "machines")
