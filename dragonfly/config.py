@@ -97,6 +97,36 @@ SETTINGS: tuple[Setting, ...] = (
             "off: no DHCP; selective: answer only known machines allowed to PXE; auto: answer "
             "any PXE client beside the site's DHCP server (proxyDHCP); full: be the DHCP server "
             "of an isolated network.", DHCP_MODES),
+    Setting("boot", "dhcp_range", str, "",
+            "Full DHCP mode: the address pool, START-END, e.g. 10.99.0.100-10.99.0.200."),
+    Setting("boot", "dhcp_reservations", list, [],
+            "Full DHCP mode: fixed addresses as MAC=IP entries, e.g. "
+            "[\"52:54:00:12:34:56=10.99.0.10\"]."),
+    Setting("boot", "dhcp_netmask", str, "",
+            "Full DHCP mode: the netmask handed out. Empty: the boot interface's."),
+    Setting("boot", "dhcp_router", str, "",
+            "Full DHCP mode: the default gateway handed out (option 3). Empty: none."),
+    Setting("boot", "dhcp_dns", list, [],
+            "Full DHCP mode: DNS servers handed out (option 6). Empty: none."),
+    Setting("boot", "dhcp_lease_time", int, 3600,
+            "Full DHCP mode: lease time in seconds (at least 60)."),
+    Setting("boot", "dhcp_force", bool, False,
+            "Full DHCP mode: start even when another DHCP server already answers on the "
+            "segment (normally a refusal: two servers fight over every client)."),
+    Setting("boot", "loader_uefi", str, "ipxe.efi",
+            "Loader for x86-64 UEFI clients: ipxe.efi (iPXE's own drivers) or snponly.efi "
+            "(the firmware's network driver; try it when a NIC misbehaves under ipxe.efi).",
+            ("ipxe.efi", "snponly.efi")),
+    Setting("boot", "ipxe_chainload", bool, True,
+            "Chainload an iPXE that Dragonfly did not load itself (a NIC's iPXE ROM) into the "
+            "bundled iPXE once, so every boot script runs under the same iPXE build."),
+    Setting("boot", "tftp_server", str, "",
+            "Next-server handed to PXE clients for TFTP. Empty: this server's boot address."),
+    Setting("boot", "tftp_port", int, 69,
+            "UDP port of the TFTP server (69 for PXE firmware; others only for tests)."),
+    Setting("boot", "address", str, "",
+            "The address machines use to reach this server (DHCP server id, TFTP, iPXE "
+            "HTTP). Empty: the boot interface's IPv4 address."),
     Setting("boot", "default_os", str, "",
             "OS template deployed automatically to newly adopted machines. Empty: none."),
     Setting("security", "front_page", str, "login",

@@ -1,8 +1,4 @@
-"""Build the DHCP service from the settings table (``boot.*``), for the composition root.
-
-Settings that are not declared (yet) fall back to their documented defaults, so this works
-against any version of ``dragonfly.config``.
-"""
+"""Build the DHCP service from the settings table (``boot.*``), for the composition root."""
 
 from __future__ import annotations
 
@@ -17,24 +13,9 @@ from dragonfly.dhcp.server import DhcpService
 from dragonfly.errors import InvalidInput
 from dragonfly.store import Store
 
-DEFAULTS: dict[str, Any] = {
-    "boot.interface": "",
-    "boot.dhcp_mode": "auto",
-    "boot.dhcp_range": "",
-    "boot.dhcp_reservations": [],
-    "boot.dhcp_netmask": "",
-    "boot.dhcp_router": "",
-    "boot.dhcp_dns": [],
-    "boot.dhcp_lease_time": 3600,
-    "boot.dhcp_force": False,
-    "boot.loader_uefi": "ipxe.efi",
-    "boot.ipxe_chainload": True,
-    "boot.tftp_server": "",
-}
-
 
 def registry_from_settings(values: Mapping[str, Any]) -> BootRegistry:
-    get = {**DEFAULTS, **values}.__getitem__
+    get = values.__getitem__
     loader = get("boot.loader_uefi")
     try:
         return BootRegistry(loaders={"uefi-x64": loader, "uefi-http-x64": loader},
@@ -44,7 +25,7 @@ def registry_from_settings(values: Mapping[str, Any]) -> BootRegistry:
 
 
 def full_settings(values: Mapping[str, Any], interface: str | None) -> FullModeSettings:
-    get = {**DEFAULTS, **values}.__getitem__
+    get = values.__getitem__
     if not get("boot.dhcp_range"):
         raise InvalidInput("boot.dhcp_mode = full needs boot.dhcp_range (e.g. "
                            "\"10.0.0.100-10.0.0.200\")")
@@ -67,7 +48,7 @@ def service_from_settings(values: Mapping[str, Any], *, server_ip: str, http_por
                           on_event: EventCallback | None = None,
                           http_host: str | None = None) -> DhcpService:
     """``values``: ``Config.as_dict()``. ``server_ip``: the boot interface's address."""
-    get = {**DEFAULTS, **values}.__getitem__
+    get = values.__getitem__
     interface = get("boot.interface") or None
     mode = get("boot.dhcp_mode")
     return DhcpService(
