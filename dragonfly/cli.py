@@ -154,7 +154,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 @command("serve")
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from dragonfly.server import server_context
+    from dragonfly.server import readiness_report, server_context
 
     config = load_config(args)
     logging.getLogger().setLevel(config["server.log_level"].upper())
@@ -175,6 +175,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     banner = f"Dragonfly {__version__} serving on {url} (state in {config.state_dir})\n"
     from dragonfly.auth.firstrun import setup_banner
 
+    banner += readiness_report(ctx)
     banner += setup_banner(config, url)  # the one-time setup token, until setup is done
     asyncio.run(_serve_app(ctx, sock, banner, out))
     return 0

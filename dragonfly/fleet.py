@@ -70,6 +70,7 @@ class Fleet:
         self._machines: dict[str, Machine] = {}
         self._revs: dict[str, int] = {}
         self._search: dict[str, str] = {}
+        self._by_mac: dict[str, str] = {}  # every NIC's MAC -> machine id (DHCP's hot path)
         self._active: dict[str, Workflow] = {}
         self._ids = _SortableIds()
         self._listening = False
@@ -94,6 +95,7 @@ class Fleet:
     def _on_change(self, change: Change) -> None:
         if change.kind == MACHINE:
             if change.op == "delete":
+                self._forget_macs(change.key)
                 self._machines.pop(change.key, None)
                 self._revs.pop(change.key, None)
                 self._search.pop(change.key, None)
@@ -109,8 +111,18 @@ class Fleet:
                 else:
                     self._active.pop(wf.id, None)
 
+    def _forget_macs(self, key: str) -> None:
+        old = self._machines.get(key)
+        if old is not None:
+            for mac in (old.mac, *old.macs):
+                if self._by_mac.get(mac) == key:
+                    del self._by_mac[mac]
+
     def _cache_machine(self, key: str, rev: int, data: dict[str, Any]) -> None:
         machine = Machine.from_dict(data)
+        self._forget_macs(key)
+        for mac in (machine.mac, *machine.macs):
+            self._by_mac[mac] = key
         self._machines[key] = machine
         self._revs[key] = rev
         self._search[key] = machine.search_text()
@@ -158,12 +170,14 @@ class Fleet:
 
     def find_machine(self, macs: Iterable[str] = (), smbios_uuid: str = "") -> Machine | None:
         """Identity for check-ins and boot: any known MAC, or the SMBIOS UUID."""
-        wanted = set(macs)
-        for machine in self._machines.values():
-            if wanted.intersection(machine.macs) or machine.mac in wanted:
-                return machine
-            if smbios_uuid and machine.smbios_uuid == smbios_uuid:
-                return machine
+        for mac in macs:
+            key = self._by_mac.get(mac)
+            if key is not None:
+                return self._machines[key]
+        if smbios_uuid:
+            for machine in self._machines.values():
+                if machine.smbios_uuid == smbios_uuid:
+                    return machine
         return None
 
     async def add_machine(self, machine: Machine, message: str = "Machine registered") -> Machine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from aiohttp import web
 from dragonfly.api.router import ApiRouter, Param
 from dragonfly.app_key import ctx_of
 from dragonfly.bootlog import BootLog
-from dragonfly.errors import InvalidInput, Unavailable
+from dragonfly.errors import InvalidInput, NotFound, Unavailable
 from dragonfly.model import normalise_mac
 
 api = ApiRouter()
@@ -44,3 +45,27 @@ async def machine_boot(request: web.Request) -> list[dict[str, Any]]:
     bootlog = _bootlog(request)
     macs = dict.fromkeys([machine.mac, *machine.macs])
     return [t for t in (bootlog.timeline(mac) for mac in macs) if t["steps"]]
+
+
+@api.get("/boot/loaders/{loader}", "An iPXE loader over HTTP (UEFI HTTP boot, chainloading)",
+         "boot", access="agent")
+async def loader_over_http(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    stack = ctx.extras.get("boot.stack")
+    if stack is None:
+        raise Unavailable("the boot services are not running on this instance")
+    name = request.match_info["loader"]
+    found = await asyncio.to_thread(stack.loader_file, name)
+    if found is None:
+        raise NotFound(f"no loader {name!r}: known loaders are "
+                       f"{', '.join(sorted(stack.registry.loaders))}")
+    peer = request.remote or ""
+    mac = stack.bootlog.mac_for_ip(peer)
+    size = len(found) if isinstance(found, bytes) else (await asyncio.to_thread(found.stat)).st_size
+    if mac is not None:
+        stack.bootlog.record(mac, "http_loader", {"file": name, "bytes": size, "ip": peer})
+        if stack.dhcp is not None:
+            stack.dhcp.note_loader_fetched(mac, name)
+    if isinstance(found, bytes):
+        return web.Response(body=found, content_type="application/octet-stream")
+    return web.FileResponse(found, headers={"Content-Type": "application/octet-stream"})
