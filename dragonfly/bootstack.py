@@ -15,7 +15,7 @@ from typing import Any
 from dragonfly.boot.registry import BootRegistry
 from dragonfly.bootlog import BootLog
 from dragonfly.config import Config
-from dragonfly.dhcp.netif import interface_ipv4
+from dragonfly.dhcp.netif import default_route_interface, interface_ipv4
 from dragonfly.dhcp.server import DhcpService
 from dragonfly.dhcp.wiring import registry_from_settings, service_from_settings
 from dragonfly.errors import DragonflyError
@@ -27,22 +27,6 @@ from dragonfly.tftp.server import TftpServer
 from dragonfly.tftp.transfer import TransferRecord
 
 log = logging.getLogger(__name__)
-
-ROUTE_TABLE = Path("/proc/net/route")
-
-
-def default_route_interface(route_table: Path = ROUTE_TABLE) -> str | None:
-    """The interface of the IPv4 default route, as the kernel lists it."""
-    try:
-        lines = route_table.read_text().splitlines()[1:]
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 1 and fields[1] == "00000000":
-            return fields[0]
-    return None
-
 
 @dataclass
 class BootStack:

@@ -32,19 +32,19 @@ from typing import Any, TextIO
 from dragonfly import __version__
 from dragonfly.cli import command
 from dragonfly.config import DHCP_MODES, MODES, Config, render_toml
+from dragonfly.dhcp.netif import default_route_interface
 from dragonfly.errors import DragonflyError
 from dragonfly.install_checks import (
     DhcpProbe,
     Problem,
     binary_problem,
-    default_route_interface,
     dhcp_problem,
     interface_ipv4,
     interface_problem,
     port_problem,
+    probe_dhcp_servers,
     service_python_problem,
 )
-from dragonfly.install_dhcp_probe import probe_dhcp_servers
 from dragonfly.install_plan import (
     MANIFEST,
     ROOT_OWNER,

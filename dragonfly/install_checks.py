@@ -4,17 +4,17 @@ default route, the interpreter the service would run)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
-import fcntl
 import json
 import shutil
 import socket
-import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dragonfly.dhcp import netif
 from dragonfly.install_plan import Runner
 from dragonfly.status import read_listeners
 
@@ -38,28 +38,10 @@ def list_interfaces(sysfs: Path = Path("/sys")) -> list[str]:
         return []
 
 
-def default_route_interface(proc: Path = Path("/proc")) -> str | None:
-    """The interface of the IPv4 default route, from /proc/net/route."""
-    try:
-        lines = (proc / "net/route").read_text().splitlines()[1:]
-    except OSError:
-        return None
-    for line in lines:
-        cols = line.split()
-        if len(cols) >= 8 and cols[1] == "00000000" and cols[7] == "00000000":
-            return cols[0]
-    return None
-
-
 def interface_ipv4(name: str) -> str | None:
-    """The first IPv4 address of interface ``name`` (SIOCGIFADDR), or None."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            request = struct.pack("256s", name.encode()[:15])
-            answer = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-    except (OSError, UnicodeError):
-        return None
-    return socket.inet_ntoa(answer[20:24])
+    """The first IPv4 address of interface ``name``, or None."""
+    found = netif.interface_ipv4(name)
+    return found[0] if found is not None else None
 
 
 def interface_problem(name: str, sysfs: Path = Path("/sys")) -> str | None:
@@ -150,6 +132,16 @@ def service_python_problem(binary: Path, root: Path, runner: Runner) -> str | No
                 f"{have or 'unknown'}), but it was built for CPython {wanted}: install "
                 f"python{wanted} as python3, or build the zipapp with the Python this machine has")
     return None
+
+
+def probe_dhcp_servers(interface: str, timeout: float = 5.0) -> list[str]:
+    """Addresses of DHCP servers answering on ``interface``: the DHCP service's own probe
+    (blocking wrapper: install runs before any event loop)."""
+    from dragonfly.dhcp.probe import probe_dhcp_servers as probe
+
+    # Servers often ping an address before offering it (dnsmasq ~3 s): never listen less.
+    offers = asyncio.run(probe(interface, listen_for=max(timeout, 5.0)))
+    return sorted({offer.server_id or offer.source for offer in offers})
 
 
 def dhcp_problem(interface: str, probe: DhcpProbe, timeout: float = 3.0) -> Problem | None:

@@ -28,8 +28,6 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 
 from dragonfly import __version__
 from dragonfly.config import SETTINGS, Config
@@ -45,7 +43,6 @@ from dragonfly.install import (
     unit_text,
 )
 from dragonfly.install_checks import SYSTEMD_PATH
-from dragonfly.install_dhcp_probe import build_discover, parse_offer
 from dragonfly.install_plan import CommandResult
 from dragonfly.install_tinkerbell import (
     CHART,
@@ -729,36 +726,6 @@ def _run_sandboxed(zipapp: Path, root: Path, python3: str, tmp_path: Path) -> No
 
 # --- DHCP probe -------------------------------------------------------------------------------
 
-def _offer(xid: int, server: bytes, extra: bytes = b"") -> bytes:
-    packet = bytearray(build_discover(b"\x52\x54\x00\x12\x34\x56", xid))
-    packet[0] = 2
-    packet[16:20] = bytes([10, 0, 0, 50])
-    options = bytes([53, 1, 2, 54, 4]) + server + extra + b"\xff"
-    return bytes(packet[:240]) + options
-
-
-def test_discover_is_a_broadcast_dhcpdiscover() -> None:
-    packet = build_discover(b"\x52\x54\x00\x12\x34\x56", 0x1234ABCD)
-    assert len(packet) >= 300 and packet[0] == 1 and packet[1] == 1 and packet[2] == 6
-    assert packet[4:8] == bytes.fromhex("1234abcd") and packet[10] & 0x80
-    assert packet[28:34] == bytes.fromhex("525400123456") and packet[236:240] == b"\x63\x82\x53\x63"
-    assert packet[240:243] == bytes([53, 1, 1])
-
-
-def test_offer_parsing() -> None:
-    offer = parse_offer(_offer(7, bytes([10, 0, 0, 2])), 7)
-    assert (offer.server, offer.offered, offer.invalid_reason) == ("10.0.0.2", "10.0.0.50", "")
-    assert parse_offer(_offer(7, bytes([10, 0, 0, 2])), 8).invalid_reason == "another transaction"
-    assert "runs past" in parse_offer(_offer(7, b"\x0a\x00", b""), 7).invalid_reason
-    assert parse_offer(b"\x02" * 20, 7).invalid_reason.startswith("too short")
-
-
-@given(st.binary(max_size=600), st.integers(0, 2**32 - 1))
-def test_offer_parsing_never_raises(data: bytes, xid: int) -> None:
-    result = parse_offer(data, xid)
-    assert result.invalid_reason or result.server
-
-
 @pytest.fixture
 def dhcp_lab(tmp_path: Path) -> Iterator[Callable[[float], list[str]]]:
     """Two namespaces on a veth pair; ``probe(timeout)`` runs the real probe on one side."""
@@ -783,7 +750,7 @@ def dhcp_lab(tmp_path: Path) -> Iterator[Callable[[float], list[str]]]:
             sh("-n", ns, "link", "set", dev, "up")
 
         def probe(timeout: float) -> list[str]:
-            code = ("import json, sys; from dragonfly.install_dhcp_probe import "
+            code = ("import json, sys; from dragonfly.install_checks import "
                     f"probe_dhcp_servers; print(json.dumps(probe_dhcp_servers('vi{tag}', "
                     f"{timeout})))")
             done = subprocess.run(["ip", "netns", "exec", ours, sys.executable, "-c", code],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import socket
 import struct
+from pathlib import Path
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
@@ -12,9 +13,25 @@ _RCVBUF = 4 << 20  # absorb DISCOVER bursts (a rack powering on) without drops
 _SO_RCVBUFFORCE = 33  # Linux; the socket module does not export it
 
 
+def default_route_interface(proc: Path = Path("/proc")) -> str | None:
+    """The interface of the IPv4 default route, from /proc/net/route."""
+    try:
+        lines = (proc / "net/route").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        if len(cols) >= 8 and cols[1] == "00000000" and cols[7] == "00000000":
+            return cols[0]
+    return None
+
+
 def interface_ipv4(name: str) -> tuple[str, str] | None:
     """(address, netmask) of ``name`` in the current network namespace, or None."""
-    request = struct.pack("256s", name.encode()[:15])
+    try:
+        request = struct.pack("256s", name.encode()[:15])
+    except UnicodeError:
+        return None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             addr = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)

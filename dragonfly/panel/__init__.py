@@ -19,10 +19,13 @@ from aiohttp import web
 
 from dragonfly import __version__, catalog
 from dragonfly.app_key import ctx_of
+from dragonfly.auth import SAFETY_STATE_KEY, USER_KEY, lock_of
+from dragonfly.auth.guard import all_locks
+from dragonfly.bootlog import EXPECTATIONS, BootLog
 from dragonfly.config import DHCP_MODES, MODES, SETTINGS
 from dragonfly.errors import NotFound
-from dragonfly.fleet import SORT_KEYS, summary
-from dragonfly.model import STATE_HELP, TRANSITIONS, State, allowed_transitions
+from dragonfly.fleet import SORT_KEYS, Fleet, summary
+from dragonfly.model import STATE_HELP, TRANSITIONS, Machine, State, allowed_transitions
 from dragonfly.resources import static_assets
 
 PANEL_ENV = web.AppKey("dragonfly_panel_env", jinja2.Environment)
@@ -49,6 +52,18 @@ OPERATOR_ACTIONS: dict[str, str] = {
 # Actions whose confirmation asks the operator to type the machine's name (they wipe a disk
 # that holds an installed OS).
 TYPE_TO_CONFIRM = ("reimage", "release")
+# Actions that safety mode and node locks refuse (the API answers 423): their buttons are
+# shown disabled, with the reason, while either is on.
+DESTRUCTIVE_ACTIONS = tuple(a for a in OPERATOR_ACTIONS if TRANSITIONS[a].destructive)
+
+# How long the boot doctor waits after each step before it diagnoses a stall, so a page can ask
+# again when a diagnosis may have appeared (the store is not written when only time passes).
+# DHCP discovers without an offer are diagnosed after 10 s, counted from the first discover.
+BOOT_EXPECT: dict[str, float] = {"dhcp_discover": 10.0,
+                                 **{e.after: e.within for e in EXPECTATIONS}}
+BOOT_ROWS = 8  # the dashboard's Boot activity card
+
+SAFETY_OFF: dict[str, Any] = {"enabled": False, "reason": "", "by": "", "since": None}
 
 PAGE_SIZE = 100
 
@@ -183,19 +198,19 @@ async def friendly_not_found(request: web.Request, handler: Any) -> web.StreamRe
 
 
 def current_user(request: web.Request) -> dict[str, Any] | None:
-    """The signed-in caller as access control describes it (name, role, csrf, can), if any."""
-    try:
-        from dragonfly.auth.policy import USER_KEY
-    except ImportError:  # a build without access control: everything is allowed
-        return None
+    """The caller as access control describes it (name, role, via, csrf, can), if known."""
     return request.get(USER_KEY)
 
 
+PERMISSION_FLAGS = ("read", "write", "admin", "lock", "unlock", "delete", "power", "tokens")
+
+
 def permissions(user: dict[str, Any] | None) -> dict[str, Any]:
-    """What the pages may offer. The API enforces access; this only hides what would fail."""
+    """What the pages may offer. The API enforces access; this only hides what would fail.
+    Without a caller (a request access control did not see) everything is offered."""
     can = (user or {}).get("can") or {}
     actions = can.get("actions") or {}
-    return {"write": bool(can.get("write", True)),
+    return {**{flag: bool(can.get(flag, True)) for flag in PERMISSION_FLAGS},
             "actions": {a: bool(actions.get(a, True)) for a in OPERATOR_ACTIONS}}
 
 
@@ -203,10 +218,14 @@ def render(request: web.Request, template: str, status: int = 200,
            **context: Any) -> web.Response:
     ctx = ctx_of(request)
     user = current_user(request)
+    page_data = context.pop("page_data", {})
+    if template.startswith("auth/"):  # login, setup, denied ...: app.js keys off the name
+        page_data.setdefault("page", template.removeprefix("auth/").removesuffix(".html"))
     base = {"demo": ctx.demo, "mode": ctx.config["server.mode"], "path": request.path,
             "install": install_info(), "user": user, "me": user, "can": permissions(user),
+            "safety": request.get(SAFETY_STATE_KEY) or SAFETY_OFF,
             "page_title": context.pop("page_title", "Dragonfly"),
-            "page_data": context.pop("page_data", {})}
+            "page_data": page_data}
     html = request.app[PANEL_ENV].get_template(template).render(**base, **context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
@@ -236,7 +255,8 @@ def transitions_data() -> list[dict[str, Any]]:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    fleet = ctx_of(request).fleet
+    ctx = ctx_of(request)
+    fleet = ctx.fleet
     stats = fleet.stats()
     names: dict[str, str] = {}
     for wf in stats["active_workflows"]:
@@ -244,9 +264,36 @@ async def dashboard(request: web.Request) -> web.Response:
             names[wf["machine_id"]] = fleet.get_machine(wf["machine_id"]).name
         except NotFound:
             names[wf["machine_id"]] = wf["machine_id"]
-    return render(request, "dashboard.html", stats=stats, names=names,
-                  page_data={"page": "dashboard", "names": names},
+    locks = await all_locks(ctx.store)
+    boots = recent_boots(fleet, ctx.bootlog)
+    return render(request, "dashboard.html", stats=stats, names=names, locks=locks,
+                  boot_enabled=ctx.bootlog is not None,
+                  page_data={"page": "dashboard", "names": names, "locks": locks,
+                             "boot": boots, "boot_enabled": ctx.bootlog is not None,
+                             "boot_rows": BOOT_ROWS, "boot_expect": BOOT_EXPECT,
+                             "now": time.time()},
                   page_title="Dashboard · Dragonfly")
+
+
+def recent_boots(fleet: Fleet, bootlog: BootLog | None) -> list[dict[str, Any]]:
+    """GET /api/boot's rows for the dashboard, each with the machine its MAC belongs to (None:
+    a MAC that boots but never registered, the case the Boot activity card is for)."""
+    if bootlog is None:
+        return []
+    rows = []
+    for row in bootlog.recent(BOOT_ROWS):
+        owner = fleet.find_machine([row["mac"]])
+        rows.append({**row, "machine": None if owner is None
+                     else {"id": owner.id, "name": owner.name}})
+    return rows
+
+
+def machine_boot(machine: Machine, bootlog: BootLog | None) -> list[dict[str, Any]]:
+    """GET /api/machines/{id}/boot: the boot timelines of the machine's NICs that have one."""
+    if bootlog is None:
+        return []
+    macs = dict.fromkeys([machine.mac, *machine.macs])
+    return [t for t in (bootlog.timeline(mac) for mac in macs) if t["steps"]]
 
 
 def _choice(value: str, allowed: list[str] | tuple[str, ...], default: str) -> str:
@@ -264,16 +311,19 @@ async def machines_page(request: web.Request) -> web.Response:
              "order": _choice(q.get("order", "asc"), ("asc", "desc"), "asc")}
     page = fleet.list_machines(q=query["q"], state=query["state"], tag=query["tag"],
                                sort=query["sort"], order=query["order"], limit=PAGE_SIZE)
-    return render(request, "machines.html", machines=[summary(m) for m in page.items],
+    locks = await all_locks(ctx_of(request).store)
+    rows = [{**summary(m), "lock": locks.get(m.id)} for m in page.items]  # as the API's rows
+    return render(request, "machines.html", machines=rows,
                   total=page.total, state_counts=page.states, tags=fleet.tag_counts(),
                   query=query, page_size=PAGE_SIZE,
                   page_data={"page": "machines", "query": query, "total": page.total,
-                             "page_size": PAGE_SIZE},
+                             "page_size": PAGE_SIZE, "locks": locks},
                   page_title="Machines · Dragonfly")
 
 
 async def machine_page(request: web.Request) -> web.Response:
-    fleet = ctx_of(request).fleet
+    ctx = ctx_of(request)
+    fleet = ctx.fleet
     try:
         machine = fleet.get_machine(request.match_info["id"])
     except NotFound:
@@ -284,14 +334,20 @@ async def machine_page(request: web.Request) -> web.Response:
     history = [h.to_dict() for h in await fleet.history(machine.id, limit=100)]
     data = machine.to_dict()
     actions = [a for a in allowed_transitions(machine.state) if a in OPERATOR_ACTIONS]
+    lock = await lock_of(ctx.store, machine.id)
+    boot_macs = list(dict.fromkeys([machine.mac, *machine.macs]))
     return render(request, "machine.html", machine=data, actions=actions,
                   workflow=current, workflows=[w for w in workflows if w is not current],
                   history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
-                  type_to_confirm=TYPE_TO_CONFIRM,
+                  type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=DESTRUCTIVE_ACTIONS,
+                  boot_enabled=ctx.bootlog is not None, boot_macs=boot_macs,
                   page_data={"page": "machine", "machine": summary(machine),
                              "transitions": transitions_data(),
                              "type_to_confirm": list(TYPE_TO_CONFIRM),
-                             "workflow": current},
+                             "workflow": current, "lock": lock,
+                             "boot": machine_boot(machine, ctx.bootlog),
+                             "boot_enabled": ctx.bootlog is not None, "boot_macs": boot_macs,
+                             "boot_expect": BOOT_EXPECT, "now": time.time()},
                   page_title=f"{machine.name} · Dragonfly")
 
 

@@ -18,7 +18,15 @@ const APP = readJSON("app-data");   // templates, operator actions and their ico
 const PAGE = readJSON("page-data"); // what this page's server handler handed over
 const PAGE_SIZE = PAGE.page_size || 100;
 // What the caller may do (from access control); the API enforces it, the pages hide the rest.
-const CAN = { write: APP.can?.write !== false, action: (a) => APP.can?.actions?.[a] !== false };
+const CAN = {
+  read: APP.can?.read !== false,
+  write: APP.can?.write !== false,
+  action: (a) => APP.can?.actions?.[a] !== false,
+};
+const PAGE_NAME = document.body.dataset.page;
+// Pages for callers who cannot read the fleet (yet): no event stream, no sign-in redirects.
+const NO_STREAM_PAGES = new Set(["login", "setup", "denied"]);
+const SIGN_IN_PAGES = new Set(["login", "setup"]);
 
 /** Build an element: h("a", {href, class}, child, "text", [more]). */
 function h(tag, attrs = {}, ...children) {
@@ -66,6 +74,7 @@ const throttle = (fn, ms) => {
 };
 
 const setText = (el, text) => { if (el && el.textContent !== text) el.textContent = text; };
+const capitalize = (text) => (text ? text[0].toUpperCase() + text.slice(1) : "");
 const byData = (root, name, value) => root.querySelector(`[data-${name}="${CSS.escape(value)}"]`);
 const templateName = (slug) => (APP.templates || {})[slug] || slug;
 
@@ -135,8 +144,25 @@ async function api(method, url, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!res.ok) throw new ApiError(data?.error || `${res.status} ${res.statusText}`, data?.detail, res.status);
+  if (!res.ok) {
+    const err = new ApiError(data?.error || `${res.status} ${res.statusText}`, data?.detail, res.status);
+    if (res.status === 401 && !SIGN_IN_PAGES.has(PAGE_NAME)) {
+      // The session ended (or never was): sign in, then come back here.
+      err.shown = true;
+      goToLogin();
+    } else if (res.status === 423) {
+      // Safety mode or a node lock refused it: the server's text says which and why.
+      err.shown = true;
+      toast(err.detail?.safety ? "Safety mode is on" : "This machine is locked", err.message, "error", "lock");
+    }
+    throw err;
+  }
   return data;
+}
+
+function goToLogin() {
+  const here = location.pathname + location.search;
+  location.assign(`/login?next=${encodeURIComponent(here).replace(/%2F/g, "/")}`);
 }
 
 const detailText = (detail) => {
@@ -147,11 +173,11 @@ const detailText = (detail) => {
 
 // ------------------------------------------------------------------------------ toasts
 
-function toast(title, text = "", kind = "ok") {
+function toast(title, text = "", kind = "ok", iconName = "") {
   const box = $("#toasts");
   if (!box) return;
   const item = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" },
-    icon(kind === "error" ? "alert-circle" : "check-circle"),
+    icon(iconName || (kind === "error" ? "alert-circle" : "check-circle")),
     h("div", { class: "toast-body" }, h("p", { class: "toast-title" }, title), text ? h("p", { class: "toast-text" }, text) : null),
     h("button", { type: "button", class: "icon-btn", "aria-label": "Dismiss", onclick: () => dismiss() }, icon("x")));
   const dismiss = () => { item.classList.add("leaving"); setTimeout(() => item.remove(), 220); };
@@ -160,7 +186,10 @@ function toast(title, text = "", kind = "ok") {
   setTimeout(dismiss, kind === "error" ? 9000 : 4500);
 }
 
-const showError = (err, what = "") => toast(what ? `${what}: ${err.message}` : err.message, detailText(err.detail), "error");
+/** An API error as a toast, unless api() already showed it (423) or is leaving the page (401). */
+const showError = (err, what = "") => {
+  if (!err.shown) toast(what ? `${what}: ${err.message}` : err.message, detailText(err.detail), "error");
+};
 
 // ------------------------------------------------------------------------------ theme
 
@@ -342,11 +371,14 @@ function initSetup() {
 // ------------------------------------------------------------------------------ live stream
 
 /** One EventSource per tab; pages subscribe with live.on(kind, fn). */
+const STREAM_KINDS = ["machine", "workflow", "history", "lock", "safety", "boot"];
 const live = {
-  handlers: { machine: [], workflow: [], history: [], resync: [] },
-  on(kind, fn) { this.handlers[kind].push(fn); },
+  handlers: {},
+  dropped: false,  // the stream broke (or the server said it fell behind): events were missed
+  failures: 0,     // consecutive times the browser gave up on the stream
+  on(kind, fn) { (this.handlers[kind] ||= []).push(fn); },
   emit(kind, message) {
-    for (const fn of this.handlers[kind]) {
+    for (const fn of this.handlers[kind] || []) {
       try { fn(message); } catch (err) { console.error(`live ${kind} handler failed`, err); }
     }
   },
@@ -358,16 +390,25 @@ const live = {
     el.title = `Live updates: ${label.toLowerCase()}`;
   },
   start() {
+    if (NO_STREAM_PAGES.has(PAGE_NAME) || !CAN.read) {
+      const el = $("#live");
+      if (el) el.hidden = true;
+      return;
+    }
     if (!("EventSource" in window)) { this.status("offline", "No live updates"); return; }
+    this.connect();
+  },
+  connect() {
     const source = new EventSource("/api/events");
-    let dropped = false;      // the stream broke: events may have been missed
-    let resynced = false;     // ... but a resync already reloaded everything
     source.addEventListener("hello", () => {
       this.status("live", "Live");
-      if (dropped && !resynced) this.emit("resync", {});
-      dropped = resynced = false;
+      this.failures = 0;
+      // The server does not replay what was missed (it ignores Last-Event-ID), so pages load
+      // their data again, now that the new stream already collects changes. At most once per
+      // 5 s, however often the connection flaps.
+      if (this.dropped) { this.dropped = false; this.resync(); }
     });
-    for (const kind of ["machine", "workflow", "history"]) {
+    for (const kind of STREAM_KINDS) {
       source.addEventListener(kind, (event) => {
         let message;
         try { message = JSON.parse(event.data); } catch { return; }
@@ -375,19 +416,34 @@ const live = {
         refreshTimes();
       });
     }
-    source.addEventListener("resync", () => { resynced = true; this.emit("resync", {}); });
+    // This stream fell behind; the server closes it and the browser reconnects: reload then.
+    source.addEventListener("resync", () => { this.dropped = true; });
     source.onerror = () => {
-      dropped = true;
-      if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. the server answered an error): try again once, later.
-        this.status("offline", "Offline");
-        setTimeout(() => this.start(), 5000);
-      } else {
-        this.status("reconnecting", "Reconnecting");
-      }
+      this.dropped = true;
+      if (source.readyState !== EventSource.CLOSED) { this.status("reconnecting", "Reconnecting"); return; }
+      // The browser gave up (the server refused the stream or is gone): back off, then check
+      // whether we may still read before trying again.
+      source.close();
+      this.status("offline", "Offline");
+      this.retryLater();
     };
   },
+  retryLater() {
+    this.failures += 1;
+    setTimeout(() => this.recover(), Math.min(60, 2.5 * 2 ** this.failures) * 1000); // 5 s … 60 s
+  },
+  async recover() {
+    try {
+      const session = await api("GET", "/api/auth/session");
+      if (session?.user?.can && !session.user.can.read) { goToLogin(); return; }
+    } catch (err) {
+      if (err.status === 0) { this.retryLater(); return; } // still unreachable
+    }
+    this.status("reconnecting", "Reconnecting");
+    this.connect();
+  },
 };
+live.resync = throttle(() => live.emit("resync", {}), 5000);
 
 // ------------------------------------------------------------------------------ shared components
 // Mirrors of the macros in web/templates/_ui.html.
@@ -427,11 +483,232 @@ const bump = (el) => {
   el.classList.add("bump");
 };
 
+// ------------------------------------------------------------------------------ locks and safety mode
+
+const lockTitle = (lock) => `Locked by ${lock.by || "someone"}${lock.reason ? `: ${lock.reason}` : ""}`;
+
+/** The small lock after a machine's name in lists (macro lock_mark in _ui.html). */
+function lockMark(lock) {
+  return h("span", { class: "lock-mark", role: "img", "aria-label": "locked", title: lockTitle(lock) }, icon("lock"));
+}
+
+/** Put `lock`'s mark right after `anchor` (or take it away when unlocked). */
+function setLockMark(anchor, lock) {
+  if (!anchor) return;
+  const next = anchor.nextElementSibling?.classList.contains("lock-mark") ? anchor.nextElementSibling
+    : anchor.querySelector(":scope > .lock-mark");
+  if (!lock) { next?.remove(); return; }
+  if (next) next.title = lockTitle(lock);
+  else if (anchor.matches(".recent-name")) anchor.append(lockMark(lock));
+  else anchor.after(lockMark(lock));
+}
+
+/** Safety mode as the page knows it; the banner and the machine page's buttons follow it live. */
+const SAFETY = {
+  state: APP.safety || { enabled: false },
+  listeners: [],
+  on(fn) { this.listeners.push(fn); },
+  set(state) {
+    const was = this.state?.enabled;
+    this.state = state || { enabled: false };
+    renderSafetyBanner(this.state, !was && this.state.enabled);
+    for (const fn of this.listeners) fn(this.state);
+  },
+};
+
+function renderSafetyBanner(state, appeared) {
+  const banner = $("#safety-banner");
+  if (!banner) return;
+  banner.hidden = !state.enabled;
+  if (!state.enabled) return;
+  const parts = [state.reason ? `Reason: ${state.reason}` : "No reason given"];
+  if (state.by) parts.push(` · turned on by ${state.by}`);
+  $('[data-field="safety-reason"]', banner).replaceChildren(...parts,
+    ...(state.since ? [", ", when(state.since)] : []), ".");
+  if (appeared) { banner.classList.remove("flash-in"); void banner.offsetWidth; banner.classList.add("flash-in"); }
+}
+
+/** Why destructive buttons are off right now ("" when they are not): the same words as machine.html. */
+function guardReason(lock) {
+  const safety = SAFETY.state;
+  if (safety?.enabled) return `Safety mode is on: reimage, delete and power actions are disabled${safety.reason ? ` (${safety.reason})` : ""}.`;
+  if (lock) return `${lockTitle(lock)}. Unlock it first.`;
+  return "";
+}
+
+function initSafety() {
+  live.on("safety", ({ op, data }) => SAFETY.set(op === "delete" || !data ? { enabled: false } : data));
+  live.on("resync", async () => {
+    try { SAFETY.set(await api("GET", "/api/safety")); } catch { /* keep what we have */ }
+  });
+}
+
+// ------------------------------------------------------------------------------ account menu
+
+function initAccountMenu() {
+  const menu = $("#account-menu");
+  if (!menu) return;
+  const summary = menu.querySelector("summary");
+  const close = (focus) => { menu.open = false; if (focus) summary.focus(); };
+  document.addEventListener("click", (e) => { if (menu.open && !menu.contains(e.target)) close(false); });
+  document.addEventListener("focusin", (e) => { if (menu.open && !menu.contains(e.target)) close(false); });
+  menu.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && menu.open) { e.preventDefault(); close(true); return; }
+    if (!menu.open || (e.key !== "ArrowDown" && e.key !== "ArrowUp")) return;
+    const items = $$(".menu-item, .role-option", menu);
+    const at = items.indexOf(document.activeElement);
+    const down = e.key === "ArrowDown";
+    e.preventDefault();
+    items[at < 0 ? (down ? 0 : items.length - 1) : (at + (down ? 1 : items.length - 1)) % items.length]?.focus();
+  });
+
+  menu.querySelector("[data-logout]")?.addEventListener("click", async (e) => {
+    const button = e.currentTarget;
+    button.disabled = true;
+    try {
+      await api("POST", "/api/auth/logout");
+    } catch (err) {
+      button.disabled = false;
+      showError(err, "Cannot sign out");
+      return;
+    }
+    location.assign("/login");
+  });
+
+  // The demo's role switcher: a cookie on the server side; reload to see the panel as that role.
+  for (const option of $$("[data-demo-role]", menu)) {
+    option.addEventListener("click", async () => {
+      if (option.getAttribute("aria-pressed") === "true") { close(true); return; }
+      option.setAttribute("aria-busy", "true");
+      try {
+        await api("POST", "/api/demo/role", { role: option.dataset.demoRole });
+      } catch (err) {
+        option.removeAttribute("aria-busy");
+        showError(err, "Cannot switch roles");
+        return;
+      }
+      // Account and admin pages are not for every role: land on the dashboard from those.
+      if (/^\/(account|admin)(\/|$)/.test(location.pathname)) location.assign("/");
+      else location.reload();
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------ boot doctor
+// Timelines per MAC from dragonfly/bootlog.py: {mac, steps: [{at, last_at, step, label, count,
+// detail}], diagnosis}. The machine page draws a machine's, the dashboard the newest MACs.
+
+const ARCH_NAMES = { 0: "BIOS", 6: "x86 UEFI", 7: "x86-64 UEFI", 9: "x86-64 UEFI", 10: "ARM32 UEFI",
+  11: "ARM64 UEFI", 15: "x86 UEFI HTTP", 16: "x86-64 UEFI HTTP", 19: "ARM64 UEFI HTTP" };
+const ERROR_STEPS = new Set(["tftp_error", "dhcp_ignored", "dhcp_nak", "dhcp_decline"]);
+const DONE_STEPS = new Set(["checkin", "heartbeat"]);
+// What should have come next, for the "never happened" line under a stalled chain.
+const NEXT_STEP = {
+  dhcp_discover: "An offer from Dragonfly", dhcp_request: "A DHCP acknowledgement",
+  dhcp_offer: "The loader download", dhcp_ack: "The loader download", tftp: "The iPXE script request",
+  http_loader: "The iPXE script request", ipxe_script: "The discovery kernel download",
+  kernel: "The initrd download", initrd: "The agent's check-in",
+};
+const BOOT_EXPECT = PAGE.boot_expect || {};
+const SERVER_SKEW = PAGE.now ? PAGE.now - Date.now() / 1000 : 0; // server clock minus ours, s
+
+const lastStep = (timeline) => timeline.steps[timeline.steps.length - 1];
+const mono = (text) => h("span", { class: "mono" }, text);
+const seconds = (s) => (s < 10 ? `${Number(s).toFixed(1)} s` : fmt.eta(s));
+
+/** The few details worth a glance, per step: loader and why, file, size and time, ... */
+function bootFacts(step) {
+  const d = step.detail || {};
+  const facts = [];
+  const file = d.file || d.filename;
+  const size = d.bytes ?? d.bytes_sent ?? d.size;
+  const took = d.seconds ?? d.duration;
+  switch (step.step) {
+    case "dhcp_discover": {
+      const arch = d.arch_name || ARCH_NAMES[d.arch] || (d.arch != null ? `arch ${d.arch}` : "");
+      if (arch) facts.push(arch);
+      if (d.ipxe) facts.push("iPXE");
+      else if (d.vendor_class && !arch) facts.push(mono(d.vendor_class));
+      if (d.relay) facts.push(`via relay ${d.relay}`);
+      break;
+    }
+    case "dhcp_offer": case "dhcp_ack":
+      if (d.loader || d.boot_file) facts.push(mono(d.loader || d.boot_file));
+      if (d.reason) facts.push(d.reason);
+      if (d.yiaddr || d.ip) facts.push(`address ${d.yiaddr || d.ip}`);
+      break;
+    case "dhcp_request":
+      if (d.ip) facts.push(`for ${d.ip}`);
+      if (d.ours === false) facts.push("to another server");
+      break;
+    case "tftp_error":
+      if (file) facts.push(mono(file));
+      if (d.error) facts.push(d.error);
+      break;
+    case "ipxe_script":
+      if (d.target) facts.push(`boots ${d.target}`);
+      else if (d.state) facts.push(`machine is ${d.state}`);
+      if (d.ip) facts.push(`from ${d.ip}`);
+      break;
+    case "checkin": case "heartbeat":
+      if (d.state || d.action) facts.push(d.state || d.action);
+      if (d.ip) facts.push(`from ${d.ip}`);
+      break;
+    default:
+      if (d.reason) facts.push(d.reason);
+  }
+  if (["tftp", "http_loader", "kernel", "initrd"].includes(step.step)) {
+    if (file || d.loader) facts.push(mono(file || d.loader));
+    if (size != null) facts.push(fmt.bytes(size));
+    if (took != null) facts.push(`in ${seconds(took)}`);
+    if (d.outcome && d.outcome !== "complete") facts.push(d.outcome.replace(/_/g, " "));
+  }
+  return facts.flatMap((f, i) => (i ? [" · ", f] : [f]));
+}
+
+function stepTone(step, isLast, diagnosis) {
+  if (ERROR_STEPS.has(step.step)) return "error";
+  if (DONE_STEPS.has(step.step)) return "done";
+  if (isLast && diagnosis) return "stopped";
+  return "ok";
+}
+
+/**
+ * The boot doctor diagnoses a stall once time has passed without a next step; nothing is
+ * written then, so no event tells us. Ask again (once) when the earliest one may be due.
+ */
+function bootDeadlines(refetch) {
+  let timer = 0;
+  const asked = new Set(); // "mac|step|last_at" already checked once
+  return (timelines) => {
+    clearTimeout(timer);
+    let due = Infinity;
+    const keys = [];
+    for (const t of timelines) {
+      const last = t.steps.length ? lastStep(t) : null;
+      const within = last && !t.diagnosis ? BOOT_EXPECT[last.step] : undefined;
+      if (within == null) continue;
+      const key = `${t.mac}|${last.step}|${last.last_at}`;
+      if (asked.has(key)) continue;
+      const since = last.step === "dhcp_discover" ? last.at : last.last_at;
+      const at = (since + within + 1 - SERVER_SKEW) * 1000;
+      keys.push([key, at]);
+      due = Math.min(due, at);
+    }
+    if (due === Infinity) return;
+    timer = setTimeout(() => {
+      for (const [key, at] of keys) if (at <= Date.now() + 50) asked.add(key);
+      refetch();
+    }, Math.max(0, due - Date.now()));
+  };
+}
+
 // ------------------------------------------------------------------------------ dashboard
 
 function initDashboard() {
   const list = $("#deployments");
   const names = { ...(PAGE.names || {}) };
+  const locks = new Map(Object.entries(PAGE.locks || {}));
   const finishing = new Set();
 
   const deployItem = (wf) => {
@@ -517,7 +794,7 @@ function initDashboard() {
     const recent = $("#recent");
     recent.replaceChildren(...(stats.recently_seen.length ? stats.recently_seen.map((m) =>
       h("li", { class: "recent", "data-id": m.id },
-        h("a", { class: "recent-name", href: `/machines/${encodeURIComponent(m.id)}` }, m.name),
+        h("a", { class: "recent-name", href: `/machines/${encodeURIComponent(m.id)}` }, m.name, locks.has(m.id) ? lockMark(locks.get(m.id)) : null),
         badge(m.state),
         h("span", { class: "recent-ip mono muted" }, m.ip || "—"),
         h("span", { class: "recent-seen" }, when(m.last_seen)))) : [h("li", {}, empty("inbox", "No machine has checked in yet"))]));
@@ -539,7 +816,110 @@ function initDashboard() {
     if (op === "put" && data) names[data.id] = data.name;
     refresh();
   });
-  live.on("resync", refresh);
+  live.on("lock", ({ op, id, data }) => {
+    if (op === "delete" || !data) locks.delete(id); else locks.set(id, data);
+    setLockMark($(`#recent [data-id="${CSS.escape(id)}"] .recent-name`), locks.get(id));
+  });
+  live.on("resync", async () => {
+    try {
+      const all = await api("GET", "/api/locks");
+      locks.clear();
+      for (const lock of all) locks.set(lock.machine, lock);
+    } catch { /* keep the marks we have */ }
+    refresh();
+  });
+  initBootCard();
+}
+
+/** Boot activity: the newest MACs the boot doctor saw, each with its last step and diagnosis. */
+function initBootCard() {
+  const list = $("#boot-list");
+  if (!list) return;
+  const limit = PAGE.boot_rows || 8;
+  let rows = (PAGE.boot || []).map((r) => ({ mac: r.mac, steps: r.steps, diagnosis: r.diagnosis }));
+  // MAC -> {id, name} of its machine, or null: a MAC that boots but never registered.
+  const owners = new Map((PAGE.boot || []).map((r) => [r.mac, r.machine]));
+  const looking = new Set();
+  const fresh = new Set();
+
+  const owner = async (row) => {
+    if (owners.has(row.mac) || looking.has(row.mac)) return;
+    looking.add(row.mac);
+    const id = row.steps.map((st) => st.detail?.machine_id).find(Boolean);
+    try {
+      if (id) {
+        const m = await api("GET", `/api/machines/${encodeURIComponent(id)}`);
+        owners.set(row.mac, { id: m.id, name: m.name });
+      } else {
+        const found = await api("GET", `/api/machines?q=${encodeURIComponent(row.mac)}&limit=2`);
+        owners.set(row.mac, found.items.length === 1 ? { id: found.items[0].id, name: found.items[0].name } : null);
+      }
+    } catch {
+      owners.set(row.mac, null);
+    } finally {
+      looking.delete(row.mac);
+    }
+    draw();
+  };
+
+  const rowEl = (row) => {
+    const last = lastStep(row);
+    const who = owners.get(row.mac);
+    const facts = bootFacts(last);
+    return h("li", { class: `boot-row${row.diagnosis ? " is-stopped" : ""}${fresh.has(row.mac) ? " new" : ""}`, "data-mac": row.mac },
+      h("span", { class: `bdot tone-${stepTone(last, true, row.diagnosis)}`, "aria-hidden": "true" }),
+      h("div", { class: "boot-main" },
+        h("div", { class: "boot-who" },
+          who ? h("a", { class: "boot-name", href: `/machines/${encodeURIComponent(who.id)}` }, who.name)
+            : who === null ? h("span", { class: "boot-unknown", title: "This MAC boots but no machine with it has registered" }, "unknown machine") : null,
+          h("span", { class: "boot-mac mono" }, row.mac)),
+        h("div", { class: "boot-last" }, h("span", { class: "boot-step" }, last.label),
+          last.count > 1 ? ` ×${last.count}` : "", facts.length ? [" · ", ...facts] : null)),
+      h("span", { class: "boot-when" }, when(last.last_at || last.at)),
+      row.diagnosis ? h("p", { class: "boot-diag" }, icon("alert"), h("span", {}, capitalize(row.diagnosis))) : null);
+  };
+
+  const draw = () => {
+    list.replaceChildren(...rows.slice(0, limit).map(rowEl));
+    fresh.clear();
+    $(".boot-empty").hidden = rows.length > 0;
+    const stopped = rows.slice(0, limit).filter((r) => r.diagnosis).length;
+    const pill = $('[data-field="boot-stopped"]');
+    pill.hidden = stopped === 0;
+    setText(pill, `${stopped} stopped`);
+    for (const row of rows.slice(0, limit)) if (!owners.has(row.mac)) owner(row);
+  };
+
+  const reload = async () => {
+    try {
+      const latest = await api("GET", `/api/boot?limit=${limit}`);
+      rows = latest.map((r) => ({ mac: r.mac, steps: r.steps, diagnosis: r.diagnosis }));
+    } catch (err) { showError(err, "Cannot load boot activity"); return; }
+    draw();
+    deadlines(rows);
+  };
+  const deadlines = bootDeadlines(reload);
+
+  live.on("boot", ({ op, id, data }) => {
+    rows = rows.filter((r) => r.mac !== id);
+    if (op !== "delete" && data?.steps?.length) {
+      rows.unshift({ mac: data.mac, steps: data.steps.slice(-1), diagnosis: data.diagnosis });
+      fresh.add(data.mac);
+    }
+    rows = rows.slice(0, limit);
+    draw();
+    deadlines(rows);
+  });
+  // A machine that registers turns its MAC's "unknown machine" into its name.
+  live.on("machine", ({ op, data }) => {
+    if (op !== "put" || !data) return;
+    const had = owners.get(data.mac);
+    owners.set(data.mac, { id: data.id, name: data.name });
+    if (rows.some((r) => r.mac === data.mac) && (!had || had.name !== data.name)) draw();
+  });
+  live.on("resync", reload);
+  draw();
+  deadlines(rows);
 }
 
 // ------------------------------------------------------------------------------ machine list
@@ -548,15 +928,20 @@ function initMachines() {
   const tbody = $("#machine-rows");
   const query = { q: "", state: "", tag: "", sort: "name", order: "asc", ...(PAGE.query || {}) };
   const selected = new Set();
+  // Locks are their own documents: API rows carry them, live machine events do not.
+  const locks = new Map(Object.entries(PAGE.locks || {}));
   let total = PAGE.total || 0;
   let lastChecked = null; // index of the last row clicked, for shift-click ranges
   let seq = 0;            // only the newest request's answer is drawn
 
   const rowEl = (m) => {
+    if (m.lock !== undefined) { if (m.lock) locks.set(m.id, m.lock); else locks.delete(m.id); }
+    const lock = locks.get(m.id);
     const tr = h("tr", { "data-id": m.id, "data-state": m.state },
       h("td", { class: "col-check" }, h("input", { type: "checkbox", class: "row-check", "aria-label": `Select ${m.name}`, value: m.id })),
       h("td", { class: "col-name" },
         h("a", { class: "machine-link", href: `/machines/${encodeURIComponent(m.id)}` }, m.name),
+        lock ? lockMark(lock) : null,
         h("div", { class: "row-tags" }, m.tags.map((t) => h("span", { class: "chip tag sm" }, t)))),
       h("td", { class: "col-state" }, badge(m.state)),
       h("td", { class: "col-ip mono" }, m.ip || "—"),
@@ -798,8 +1183,18 @@ function initMachines() {
     if (changed || (!tr && query.sort === "last_seen")) requery();
     if (changed && before?.split("|")[1] !== data.tags.join(",")) refreshTags();
   });
+  live.on("lock", ({ op, id, data }) => {
+    if (op === "delete" || !data) locks.delete(id); else locks.set(id, data);
+    setLockMark(byData(tbody, "id", id)?.querySelector(".machine-link"), locks.get(id));
+  });
   live.on("resync", () => load({ limit: Math.max(PAGE_SIZE, tbody.rows.length) }));
   renderMeta(null);
+  // Arriving from a machine page that deleted its machine.
+  const deleted = new URLSearchParams(location.search).get("deleted");
+  if (deleted) {
+    toast(`Deleted ${deleted}`, "It is no longer in the inventory.");
+    syncURL();
+  }
 }
 
 // ------------------------------------------------------------------------------ machine page
@@ -810,6 +1205,8 @@ function initMachine() {
   const transitions = Object.fromEntries((PAGE.transitions || []).map((t) => [t.name, t])); // in table order
   const typeToConfirm = new Set(PAGE.type_to_confirm || []);
   let workflow = PAGE.workflow || null;
+  let lock = PAGE.lock || null;
+  let deleting = false;
 
   // ---- header: state, reason, power, facts, action buttons
   const REASON_TITLE = { failed: "Deployment failed", maintenance: "In maintenance" };
@@ -822,8 +1219,44 @@ function initMachine() {
     const wanted = allowedActions(state);
     const have = $$("[data-action]", box).map((b) => b.dataset.action);
     if (wanted.join() === have.join()) return;
-    box.replaceChildren(...wanted.map((a) => h("button", { type: "button", class: `btn ${ACTION_STYLE[a] || ""}`.trim(), "data-action": a },
-      icon((APP.actions || {})[a] || "chevron-right"), a[0].toUpperCase() + a.slice(1))));
+    box.replaceChildren(...wanted.map((a) => h("button", { type: "button", class: `btn ${ACTION_STYLE[a] || ""}`.trim(), "data-action": a, "data-destructive": !!transitions[a].destructive },
+      icon((APP.actions || {})[a] || "chevron-right"), capitalize(a))));
+    applyGuards();
+  };
+
+  // ---- lock and safety mode: the badge, the callout, and destructive buttons off with the reason
+  const DELETE_TITLE = "Remove this machine from the inventory";
+  const applyGuards = () => {
+    const reason = guardReason(lock);
+    for (const button of $$("#actions [data-destructive], #tools [data-destructive]")) {
+      if (reason) {
+        button.setAttribute("aria-disabled", "true");
+        button.title = reason;
+      } else {
+        button.removeAttribute("aria-disabled");
+        if (button.dataset.tool === "delete") button.title = DELETE_TITLE; else button.removeAttribute("title");
+      }
+    }
+  };
+
+  const applyLock = (next) => {
+    const focused = document.activeElement?.closest?.("[data-tool]")?.dataset.tool;
+    lock = next || null;
+    const badge = $("#lock-badge");
+    badge.hidden = !lock;
+    badge.title = lock ? lockTitle(lock) : "";
+    const callout = $("#lock-callout");
+    callout.hidden = !lock;
+    if (lock) {
+      setText(byData(callout, "field", "lock-by"), lock.by || "someone");
+      byData(callout, "field", "lock-since").replaceChildren(...(lock.since ? ["· ", when(lock.since)] : []));
+      setText(byData(callout, "field", "lock-reason"), lock.reason || "No reason given.");
+    }
+    for (const b of $$('[data-tool="lock"]')) b.hidden = Boolean(lock);
+    for (const b of $$('[data-tool="unlock"]')) b.hidden = !lock;
+    // Keep keyboard focus on the toggle that replaced the one just used.
+    if (focused === "lock" || focused === "unlock") ($(`[data-tool="${lock ? "unlock" : "lock"}"]:not([hidden])`) || badge).focus?.();
+    applyGuards();
   };
 
   const applyMachine = (m) => {
@@ -844,6 +1277,7 @@ function initMachine() {
     setText(byData(callout, "field", "reason-title"), REASON_TITLE[m.state] || "Note");
     setText(byData(callout, "field", "reason"), m.state_reason || "");
     renderActions(m.state);
+    if ("lock" in m) applyLock(m.lock); // API answers carry the lock; live events do not
     renderTags(m.tags || []);
     const role = $("#role-input");
     if (role && document.activeElement !== role && role.value !== (m.role || "")) role.value = m.role || "";
@@ -1068,16 +1502,141 @@ function initMachine() {
     }
   };
 
+  /** A destructive button that safety mode or the lock turned off says why instead. */
+  const refused = (button) => {
+    if (button.getAttribute("aria-disabled") !== "true") return false;
+    toast(button.title || "Not possible right now", "", "error", "lock");
+    return true;
+  };
+
   $("#actions").addEventListener("click", (e) => {
     const button = e.target.closest("[data-action]");
-    if (button) runAction(button.dataset.action);
+    if (button && !refused(button)) runAction(button.dataset.action);
   });
+
+  // ---- lock, unlock, delete
+  const lockMachine = async () => {
+    const reason = h("input", { id: "lock-reason", name: "reason", maxlength: "500", placeholder: "e.g. production database, ask Dana first", autocomplete: "off" });
+    const result = await modal({
+      title: `Lock ${machine.name}`, iconName: "lock", confirmLabel: "Lock", inlineErrors: true,
+      body: [h("p", {}, "While it is locked, nobody can reimage, release, deploy over, delete or power-control this machine. Tags and role can still be edited."),
+        h("div", { class: "field" }, h("label", { for: "lock-reason" }, "Reason (shown to everyone)"), reason)],
+      onConfirm: (form) => api("PUT", `/api/machines/${encodeURIComponent(id)}/lock`, { reason: form.elements.reason.value.trim() }),
+    });
+    if (result) {
+      applyLock(result.lock);
+      toast(`Locked ${machine.name}`, result.lock?.reason || "");
+    }
+  };
+
+  const unlockMachine = async () => {
+    try {
+      await api("DELETE", `/api/machines/${encodeURIComponent(id)}/lock`);
+    } catch (err) { showError(err, "Cannot unlock"); return; }
+    applyLock(null);
+    toast(`Unlocked ${machine.name}`, "Reimage, delete and power actions are possible again.");
+  };
+
+  const deleteMachine = async () => {
+    const name = machine.name;
+    const done = await modal({
+      title: `Delete ${name}`, iconName: "trash", danger: true, confirmLabel: "Delete machine", requireText: name,
+      body: [h("p", {}, "Removes this machine, its history and its deployments from Dragonfly. The hardware is not touched: if it PXE-boots again, it is discovered as a new machine.")],
+      onConfirm: async () => { deleting = true; try { return await api("DELETE", `/api/machines/${encodeURIComponent(id)}`); } catch (err) { deleting = false; throw err; } },
+    });
+    if (done) location.assign(`/machines?deleted=${encodeURIComponent(name)}`);
+  };
+
+  $("#tools")?.addEventListener("click", (e) => {
+    const button = e.target.closest("[data-tool]");
+    if (!button || refused(button)) return;
+    ({ lock: lockMachine, unlock: unlockMachine, delete: deleteMachine })[button.dataset.tool]?.();
+  });
+
+  // ---- boot doctor timeline
+  const bootBox = $("#boot-timeline");
+  const bootMacs = new Set(PAGE.boot_macs || []);
+  const timelines = new Map((PAGE.boot || []).map((t) => [t.mac, t]));
+  const seenSteps = new Map(); // mac -> steps drawn, to flash the new ones
+
+  const bootStepEl = (step, i, steps, diagnosis, isNew) => {
+    const isLast = i === steps.length - 1;
+    const tone = stepTone(step, isLast, diagnosis);
+    const facts = bootFacts(step);
+    const gap = i > 0 ? step.at - steps[i - 1].last_at : null;
+    return h("li", { class: `bstep bstep-${tone}${isNew ? " bstep-new" : ""}`, "data-step": step.step },
+      h("span", { class: `bdot tone-${tone}`, "aria-hidden": "true" }),
+      h("div", { class: "bstep-body" },
+        h("div", { class: "bstep-head" },
+          h("span", { class: "bstep-label" }, step.label),
+          step.count > 1 ? h("span", { class: "bstep-count", title: `Seen ${step.count} times, the last ${fmt.ago(step.last_at)}` }, `×${step.count}`) : null),
+        facts.length ? h("div", { class: "bstep-facts" }, facts) : null),
+      h("div", { class: "bstep-time" }, when(step.at),
+        gap != null && gap >= 0 ? h("span", { class: "bstep-gap faint", title: "after the previous step" }, `+${seconds(Math.max(0, gap))}`) : null));
+  };
+
+  const renderBoot = () => {
+    const list = [...timelines.values()].filter((t) => t.steps.length && bootMacs.has(t.mac));
+    if (!list.length) { bootBox.replaceChildren(); return; }
+    const stopped = list.filter((t) => t.diagnosis);
+    const done = list.some((t) => DONE_STEPS.has(lastStep(t).step));
+    const status = stopped.length ? h("span", { class: "pill pill-danger" }, "stopped")
+      : done ? h("span", { class: "pill pill-ok" }, "checked in") : h("span", { class: "pill pill-accent" }, "booting");
+    const nodes = [h("header", { class: "card-head" },
+      h("h2", {}, icon("zap"), "Boot timeline"),
+      h("span", { class: "card-head-end" }, list.length === 1 ? h("span", { class: "mono muted small" }, list[0].mac) : null, status))];
+    for (const t of stopped) {
+      nodes.push(h("div", { class: "callout callout-failed boot-diagnosis", role: "status" },
+        icon("alert", "callout-icon"),
+        h("div", {},
+          h("p", { class: "callout-title" }, `Boot stopped after “${lastStep(t).label}”${list.length > 1 ? ` on ${t.mac}` : ""}`),
+          h("p", { class: "callout-text" }, capitalize(t.diagnosis)))));
+    }
+    for (const t of list) {
+      const before = seenSteps.get(t.mac);
+      const last = lastStep(t);
+      const items = t.steps.map((step, i) => bootStepEl(step, i, t.steps, t.diagnosis, before != null && i >= before));
+      if (t.diagnosis && NEXT_STEP[last.step] && !ERROR_STEPS.has(last.step)) {
+        items.push(h("li", { class: "bstep bstep-missing" },
+          h("span", { class: "bdot tone-missing", "aria-hidden": "true" }),
+          h("div", { class: "bstep-body" }, h("div", { class: "bstep-head" }, h("span", { class: "bstep-label" }, `${NEXT_STEP[last.step]} never came`))),
+          h("div", { class: "bstep-time" })));
+      }
+      seenSteps.set(t.mac, t.steps.length);
+      nodes.push(h("section", { class: "boot-nic", "aria-label": `Boot steps of ${t.mac}` },
+        list.length > 1 ? h("div", { class: "boot-nic-head" }, icon("network"), "NIC ", h("span", { class: "mono" }, t.mac)) : null,
+        h("ol", { class: "bsteps" }, items)));
+    }
+    bootBox.replaceChildren(...nodes);
+  };
+
+  const reloadBoot = async () => {
+    if (!PAGE.boot_enabled) return;
+    try {
+      const list = await api("GET", `/api/machines/${encodeURIComponent(id)}/boot`);
+      timelines.clear();
+      for (const t of list) timelines.set(t.mac, t);
+    } catch (err) { showError(err, "Cannot load the boot timeline"); return; }
+    renderBoot();
+    bootDeadlines_(timelines.values());
+  };
+  const bootDeadlines_ = bootDeadlines(reloadBoot);
 
   // ---- live
   live.on("machine", ({ op, id: changed, data }) => {
     if (changed !== id) return;
-    if (op === "delete") { toast("This machine was deleted", "", "error"); return; }
+    if (op === "delete") { if (!deleting) toast("This machine was deleted", "Someone removed it from the inventory.", "error"); return; }
     if (data) applyMachine(data);
+  });
+  live.on("lock", ({ op, id: changed, data }) => {
+    if (changed === id) applyLock(op === "delete" ? null : data);
+  });
+  SAFETY.on(applyGuards);
+  live.on("boot", ({ op, id: mac, data }) => {
+    if (!bootMacs.has(mac)) return;
+    if (op === "delete" || !data) timelines.delete(mac); else timelines.set(mac, data);
+    renderBoot();
+    bootDeadlines_(timelines.values());
   });
   live.on("workflow", ({ data }) => {
     if (!data || data.machine_id !== id) return;
@@ -1106,7 +1665,11 @@ function initMachine() {
       $("#past-workflows").replaceChildren(...past.map(pastItem));
       $(".past-empty").hidden = past.length > 0;
     } catch (err) { showError(err, "Cannot refresh this machine"); }
+    reloadBoot();
   });
+
+  renderBoot();
+  bootDeadlines_(timelines.values());
 }
 
 // ------------------------------------------------------------------------------ tags page
@@ -1176,6 +1739,8 @@ const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initM
 initTheme();
 initDialogs();
 initSetup();
-PAGES[document.body.dataset.page]?.();
+initAccountMenu();
+initSafety();
+PAGES[PAGE_NAME]?.();
 live.start();
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshTimes(); });

@@ -1,0 +1,195 @@
+"""Loader lookup (override dir, bundled dir, zip), the manifest, and the fetch script."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dragonfly.loaders import Loaders, bundled_root, parse_manifest
+from dragonfly.tftp import TftpServer
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "ipxe" / "manifest.toml"
+FETCH = ROOT / "scripts" / "fetch_loaders.py"
+DEBIAN = Path("/usr/lib/ipxe")
+
+
+def need_debian_ipxe() -> None:
+    if not (DEBIAN / "ipxe.efi").is_file():
+        pytest.fail("Debian's iPXE loaders are missing: apt-get install ipxe")
+
+
+def fake_bundle(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "bundle"
+    (root / "loaders").mkdir(parents=True)
+    shutil.copy(MANIFEST, root / "manifest.toml")
+    for name, data in files.items():
+        (root / "loaders" / name).write_bytes(data)
+    return root
+
+
+def test_manifest_declares_the_loaders() -> None:
+    manifest = parse_manifest(MANIFEST.read_text())
+    by_name = {s.filename: s for s in manifest.loaders}
+    assert set(by_name) == {"undionly.kpxe", "ipxe.efi", "snponly.efi", "snp.efi"}
+    assert by_name["undionly.kpxe"].dhcp_arch == (0,)
+    assert 9 in by_name["ipxe.efi"].dhcp_arch and by_name["snp.efi"].dhcp_arch == (11,)
+    assert by_name["snp.efi"].debian_path == ""  # no Debian package has it
+    assert manifest.source["licence"] == "GPL-2.0-or-later"
+    assert manifest.source["upstream"] == "https://github.com/ipxe/ipxe"
+    assert manifest.source["debian_source_package"] == "ipxe"
+
+
+@pytest.mark.parametrize("bad", ["../x.efi", "a/b.efi", ".hidden", "", "x\\y"])
+def test_manifest_rejects_non_plain_filenames(bad: str) -> None:
+    with pytest.raises(ValueError, match="plain name"):
+        parse_manifest(f'[[loader]]\nfilename = "{bad.replace(chr(92), chr(92) * 2)}"\n')
+
+
+def test_manifest_rejects_duplicates_and_bad_toml() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        parse_manifest('[[loader]]\nfilename = "a"\n[[loader]]\nfilename = "a"\n')
+    with pytest.raises(ValueError):
+        parse_manifest("[[loader]\n")
+
+
+def test_override_dir_wins_over_bundled(tmp_path: Path) -> None:
+    bundle = fake_bundle(tmp_path, {"ipxe.efi": b"bundled", "undionly.kpxe": b"bios"})
+    state = tmp_path / "state"
+    (state / "loaders").mkdir(parents=True)
+    (state / "loaders" / "ipxe.efi").write_bytes(b"override")
+    loaders = Loaders(state, bundled=bundle)
+    found = loaders.locate("ipxe.efi")
+    assert isinstance(found, Path) and found.read_bytes() == b"override"
+    found = loaders.locate("undionly.kpxe")
+    assert isinstance(found, Path) and found.read_bytes() == b"bios"
+    status = {s.spec.filename: s for s in loaders.status()}
+    assert status["ipxe.efi"].origin == "override" and status["ipxe.efi"].size == 8
+    assert status["undionly.kpxe"].origin == "bundled"
+    assert loaders.missing() == ["snponly.efi", "snp.efi"]
+    text = "\n".join(loaders.describe())
+    assert f"snp.efi (arm64-efi): MISSING; place it at {state / 'loaders' / 'snp.efi'}" in text
+    assert "no Debian package provides it" in text
+
+
+@pytest.mark.parametrize("name", ["../ipxe.efi", "loaders/ipxe.efi", "/etc/passwd",
+                                  "VERSIONS.txt", "manifest.toml", "secret", "IPXE.EFI", ""])
+def test_only_manifest_names_are_looked_up(tmp_path: Path, name: str) -> None:
+    bundle = fake_bundle(tmp_path, {"ipxe.efi": b"x", "VERSIONS.txt": b"v"})
+    state = tmp_path / "state"
+    (state / "loaders").mkdir(parents=True)
+    (state / "loaders" / "secret").write_bytes(b"s")
+    assert Loaders(state, bundled=bundle).locate(name) is None
+
+
+def test_bundled_inside_a_zip_comes_back_as_bytes(tmp_path: Path) -> None:
+    archive = tmp_path / "app.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("dragonfly/ipxe/manifest.toml", MANIFEST.read_text())
+        z.writestr("dragonfly/ipxe/loaders/ipxe.efi", b"zipped")
+        z.writestr("dragonfly/ipxe/loaders/VERSIONS.txt", "package: ipxe 1\n")
+    root = zipfile.Path(archive, "dragonfly/ipxe/")
+    loaders = Loaders(None, bundled=root)
+    assert loaders.locate("ipxe.efi") == b"zipped"
+    assert loaders.locate("snponly.efi") is None
+    assert loaders.versions_text() == "package: ipxe 1\n"
+    status = {s.spec.filename: s for s in loaders.status()}
+    assert status["ipxe.efi"].origin == "bundled" and status["ipxe.efi"].path is None
+    assert status["ipxe.efi"].size == 6
+
+
+def test_bundled_root_finds_the_package_manifest() -> None:
+    root = bundled_root()
+    assert root is not None and (root / "manifest.toml").is_file()
+    assert (root / "LOADERS.md").is_file()
+
+
+def test_fetch_script_copies_and_records(tmp_path: Path) -> None:
+    need_debian_ipxe()
+    dest = tmp_path / "loaders"
+    dest.mkdir()
+    (dest / "stale.bin").write_bytes(b"old")
+    out = subprocess.run([sys.executable, str(FETCH), "--dest", str(dest)],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "VERSIONS.txt", "ipxe.efi", "snponly.efi", "undionly.kpxe"]
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ipxe"],
+                             capture_output=True, text=True, check=True).stdout
+    versions = (dest / "VERSIONS.txt").read_text()
+    assert f"package: ipxe {version} " in versions
+    for name in ("undionly.kpxe", "ipxe.efi", "snponly.efi"):
+        data = (DEBIAN / name).read_bytes()
+        assert (dest / name).read_bytes() == data
+        assert f"{name}\t{len(data)}\tsha256:{hashlib.sha256(data).hexdigest()}\t" in versions
+    assert "snp.efi\tMISSING\tno Debian package provides it" in versions
+    loaders = Loaders(tmp_path / "state", bundled=_bundle_from(tmp_path, dest))
+    assert loaders.missing() == ["snp.efi"]
+
+
+def _bundle_from(tmp_path: Path, loaders_dir: Path) -> Path:
+    root = tmp_path / "pkg"
+    root.mkdir()
+    shutil.copy(MANIFEST, root / "manifest.toml")
+    shutil.copytree(loaders_dir, root / "loaders")
+    return root
+
+
+def test_fetch_script_names_the_package_when_missing(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(MANIFEST.read_text().replace(
+        'debian_binary_package = "ipxe"', 'debian_binary_package = "ipxe-not-a-package"'))
+    out = subprocess.run([sys.executable, str(FETCH), "--dest", str(tmp_path / "l"),
+                          "--manifest", str(manifest)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 1
+    assert "apt-get install ipxe-not-a-package" in out.stderr
+    assert not (tmp_path / "l").exists()
+
+
+async def test_tftp_serves_loaders_through_locate(tmp_path: Path) -> None:
+    """The wiring `dragonfly serve` uses: TFTP's resolver is Loaders.locate."""
+    need_debian_ipxe()
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl not found: apt-get install curl")
+    state = tmp_path / "state"
+    (state / "loaders").mkdir(parents=True)
+    (state / "loaders" / "snponly.efi").write_bytes(b"custom snponly")
+    bundle = fake_bundle(tmp_path, {"ipxe.efi": (DEBIAN / "ipxe.efi").read_bytes()})
+    server = TftpServer(Loaders(state, bundled=bundle).locate, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        for name, want in (("ipxe.efi", (DEBIAN / "ipxe.efi").read_bytes()),
+                           ("snponly.efi", b"custom snponly")):
+            out = tmp_path / f"got-{name}"
+            proc = await asyncio.create_subprocess_exec(
+                curl, "-sS", "--tftp-blksize", "1456", "-o", str(out),
+                f"tftp://127.0.0.1:{server.port}/{name}")
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+            assert out.read_bytes() == want
+        proc = await asyncio.create_subprocess_exec(
+            curl, "-sS", "-o", str(tmp_path / "x"), f"tftp://127.0.0.1:{server.port}/secret")
+        assert await asyncio.wait_for(proc.wait(), 30) == 68  # TFTP "file not found"
+    finally:
+        await server.stop()
+
+
+@pytest.mark.zipapp
+def test_zipapp_ships_loaders_versions_and_gpl_notice(zipapp: Path) -> None:
+    """The binaries travel with their versions and the GPL source notice."""
+    need_debian_ipxe()
+    with zipfile.ZipFile(zipapp) as z:
+        names = set(z.namelist())
+        base = "site-packages/dragonfly/ipxe/"
+        for name in ("manifest.toml", "LOADERS.md", "loaders/VERSIONS.txt"):
+            assert base + name in names, f"{name} missing from the zipapp"
+        assert z.read(base + "loaders/ipxe.efi") == (DEBIAN / "ipxe.efi").read_bytes()
+        assert b"apt-get source ipxe" in z.read(base + "LOADERS.md")
