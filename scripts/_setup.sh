@@ -18,9 +18,17 @@ apt_install() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
+    apt_update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}"
+}
+
+apt_update() {
+    # Once per run: package lists are also what `apt-get download` (the lab's kernel) reads.
+    if [ -z "${DRAGONFLY_APT_UPDATED:-}" ]; then
+        as_root apt-get update -qq
+        export DRAGONFLY_APT_UPDATED=1
+    fi
 }
 
 pick_python() {
