@@ -42,7 +42,7 @@ def ensure_build_venv() -> Path:
     probe = subprocess.run([str(python), "-c", "import shiv, setuptools"], capture_output=True)
     if probe.returncode != 0:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "shiv>=1.0.6", "setuptools>=68", "wheel"], check=True)
+                        "shiv>=1.0.6", "setuptools>=77", "wheel"], check=True)
     return python
 
 

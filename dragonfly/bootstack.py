@@ -1,13 +1,20 @@
-"""The boot edge of an installed server, composed from the settings: boot log (boot doctor),
-proxyDHCP or full DHCP, TFTP, and the hooks that tie them to the HTTP boot endpoints.
+"""The boot edge of an installed server, composed from the settings: proxyDHCP or full DHCP,
+TFTP, and the hooks that tie them to the boot log (boot doctor) and the HTTP boot endpoints.
 
 DHCP, TFTP and HTTP all read one ``BootRegistry`` and report to one ``BootLog``; TFTP and HTTP
 only see addresses, so they find the MAC through what DHCP learnt.
+
+``BootEdge`` is the service the app runs: it builds the stack from the effective settings
+(config file < settings stored by the first-run wizard < command-line flags) and rebuilds it
+when the wizard or an admin changes a boot setting, so no restart is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ from dragonfly.errors import DragonflyError
 from dragonfly.fleet import Fleet
 from dragonfly.loaders import Loaders
 from dragonfly.model import State
-from dragonfly.store import Store
+from dragonfly.store import Change, Store
 from dragonfly.tftp.server import TftpServer
 from dragonfly.tftp.transfer import TransferRecord
 
@@ -69,7 +76,7 @@ class BootStack:
                                                     or record.outcome})
 
 
-def boot_address(config: Config, interface: str | None) -> str:
+def boot_address(config: Mapping[str, Any], interface: str | None) -> str:
     if config["boot.address"]:
         return str(config["boot.address"])
     if interface:
@@ -85,12 +92,11 @@ def boot_address(config: Config, interface: str | None) -> str:
         f"boot.address, or run with --dhcp-mode off")
 
 
-def build_boot_stack(config: Config, store: Store, fleet: Fleet) -> BootStack:
-    values = config.as_dict()
+def build_boot_stack(config: Mapping[str, Any], store: Store, fleet: Fleet, bootlog: BootLog,
+                     loaders: Loaders) -> BootStack:
+    values = dict(config)
     interface = config["boot.interface"] or default_route_interface()
     registry = registry_from_settings(values)
-    loaders = Loaders(config.state_dir)
-    bootlog = BootLog(store)
     mode = config["boot.dhcp_mode"]
     if mode == "off":
         address = config["boot.address"] or (
@@ -110,3 +116,103 @@ def build_boot_stack(config: Config, store: Store, fleet: Fleet) -> BootStack:
     stack.tftp = TftpServer(stack.loader_file, host="0.0.0.0", port=config["boot.tftp_port"],
                             interface=interface, on_transfer=stack.on_tftp_transfer)
     return stack
+
+
+# Settings whose change rebuilds the DHCP and TFTP services.
+BOOT_KEYS = frozenset({"boot.interface", "boot.dhcp_mode", "boot.dhcp_range",
+                       "boot.dhcp_reservations", "boot.loader_uefi", "boot.address"})
+SETTING_KIND = "setting"  # documents the first-run wizard and the security page store
+
+
+class BootEdge:
+    """Runs the current ``BootStack`` and rebuilds it when a boot setting changes."""
+
+    name = "boot edge"
+
+    def __init__(self, config: Config, store: Store, fleet: Fleet, bootlog: BootLog,
+                 pinned: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.fleet = fleet
+        self.bootlog = bootlog
+        self.pinned = dict(pinned or {})  # command-line flags: they win over stored settings
+        self.loaders = Loaders(config.state_dir)
+        self.stack: BootStack | None = None
+        self.error = ""
+        self._restart: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def effective_settings(self) -> dict[str, Any]:
+        values = self.config.as_dict()
+        for doc in await self.store.list(SETTING_KIND):
+            if doc.key in values and "value" in doc.data:
+                values[doc.key] = doc.data["value"]
+        return {**values, **self.pinned}
+
+    async def start(self) -> None:
+        await self._bring_up()
+        self.store.add_listener(self._on_change)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.store.remove_listener(self._on_change)
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
+            self._restart = None
+        await self._bring_down()
+
+    def _on_change(self, change: Change) -> None:
+        if change.kind != SETTING_KIND or change.key not in BOOT_KEYS:
+            return
+        if change.key in self.pinned or (self._restart and not self._restart.done()):
+            return
+        self._restart = asyncio.get_running_loop().create_task(self._rebuild(),
+                                                               name="boot-edge-rebuild")
+
+    async def _rebuild(self) -> None:
+        log.info("boot settings changed: restarting DHCP and TFTP")
+        await self._bring_down()
+        await self._bring_up()
+
+    async def _bring_up(self) -> None:
+        async with self._lock:
+            values = await self.effective_settings()
+            try:
+                stack = build_boot_stack(values, self.store, self.fleet, self.bootlog,
+                                         self.loaders)
+                started = []
+                try:
+                    for service in (stack.dhcp, stack.tftp):
+                        if service is not None:
+                            await service.start()
+                            started.append(service)
+                except BaseException:
+                    for service in reversed(started):
+                        await service.stop()
+                    raise
+            except DragonflyError as exc:
+                # Keep serving the panel: the operator fixes the setting there.
+                self.error = exc.message
+                log.error("boot services not started: %s", exc.message)
+                return
+            self.stack, self.error = stack, ""
+            if stack.dhcp is None:
+                log.info("DHCP off (boot.dhcp_mode = off): machines will not PXE-boot here")
+            else:
+                log.info("DHCP %s mode on %s, TFTP on port %s; machines boot from %s",
+                         stack.dhcp.mode, stack.interface or "all interfaces",
+                         stack.tftp.port if stack.tftp else "-", stack.address)
+
+    async def _bring_down(self) -> None:
+        async with self._lock:
+            stack, self.stack = self.stack, None
+            if stack is None:
+                return
+            for service in (stack.tftp, stack.dhcp):
+                if service is not None:
+                    try:
+                        await service.stop()
+                    except Exception:
+                        log.exception("stopping %s failed", service.name)

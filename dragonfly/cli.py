@@ -140,16 +140,20 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- serve ------------------------------------------------------------------------------------
 
-def load_config(args: argparse.Namespace) -> Config:
-    path = getattr(args, "serve_config", None) or args.config or config_path_from_env()
-    overrides = {
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given as `serve` flags (None: not given)."""
+    return {
         "server.state_dir": str(args.state_dir) if getattr(args, "state_dir", None) else None,
         "server.bind": getattr(args, "serve_bind", None),
         "server.port": getattr(args, "serve_port", None),
         "boot.interface": getattr(args, "boot_interface", None),
         "boot.dhcp_mode": getattr(args, "dhcp_mode", None),
     }
-    return Config.load(path if path.exists() else None, overrides=overrides)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    path = getattr(args, "serve_config", None) or args.config or config_path_from_env()
+    return Config.load(path if path.exists() else None, overrides=flag_overrides(args))
 
 
 @command("serve")
@@ -158,7 +162,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     config = load_config(args)
     logging.getLogger().setLevel(config["server.log_level"].upper())
-    ctx = server_context(config)
+    pinned = {k: config[k] for k, v in flag_overrides(args).items() if v is not None}
+    ctx = server_context(config, pinned)
     host, port = config["server.bind"], config["server.port"]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

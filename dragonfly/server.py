@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from dragonfly.app import AppContext
-from dragonfly.bootstack import BootStack, build_boot_stack
+from dragonfly.bootlog import BootLog
+from dragonfly.bootstack import BootEdge
 from dragonfly.config import Config
 from dragonfly.errors import DragonflyError
 from dragonfly.events import EventHub
@@ -29,30 +31,26 @@ def prepare_state_dir(state_dir: Path) -> None:
         raise DragonflyError(f"the state directory {state_dir} is not writable by this user")
 
 
-def server_context(config: Config) -> AppContext:
+def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppContext:
+    """``pinned``: settings given as command-line flags, which stored settings cannot override."""
     prepare_state_dir(config.state_dir)
     store = SqliteStore(config.state_dir / DB_NAME)
     fleet = Fleet(store)
-    stack = build_boot_stack(config, store, fleet)
+    bootlog = BootLog(store)
+    edge = BootEdge(config, store, fleet, bootlog, pinned)
     ctx = AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                     demo=False, services=stack.services, bootlog=stack.bootlog)
-    ctx.extras["boot.stack"] = stack
-    ctx.extras["boot.observer"] = stack.bootlog.record
+                     demo=False, services=[bootlog, edge], bootlog=bootlog)
+    ctx.extras["boot.edge"] = edge
+    ctx.extras["boot.observer"] = bootlog.record
     return ctx
 
 
 def readiness_report(ctx: AppContext) -> str:
-    """What `dragonfly serve` says at start: which boot parts run and what is missing."""
+    """What `dragonfly serve` says at start: loaders and the discovery environment."""
     from dragonfly.agent.routes import discovery_status
 
-    stack: BootStack = ctx.extras["boot.stack"]
-    lines = []
-    if stack.dhcp is None:
-        lines.append("DHCP: off (boot.dhcp_mode = off): machines will not PXE-boot from here")
-    else:
-        lines.append(f"DHCP: {stack.dhcp.mode} mode on {stack.interface or 'all interfaces'}, "
-                     f"machines boot from {stack.address}")
-        lines += [f"  {line}" for line in stack.loaders.describe()]
+    edge: BootEdge = ctx.extras["boot.edge"]
+    lines = ["Boot loaders:"] + [f"  {line}" for line in edge.loaders.describe()]
     discovery = discovery_status(ctx.config)
     if discovery["ready"]:
         lines.append(f"Discovery environment: ready in {discovery['dir']}")

@@ -51,9 +51,11 @@ async def machine_boot(request: web.Request) -> list[dict[str, Any]]:
          "boot", access="agent")
 async def loader_over_http(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
-    stack = ctx.extras.get("boot.stack")
+    edge = ctx.extras.get("boot.edge")
+    stack = edge.stack if edge is not None else None
     if stack is None:
-        raise Unavailable("the boot services are not running on this instance")
+        raise Unavailable("the boot services are not running on this instance"
+                          + (f": {edge.error}" if edge is not None and edge.error else ""))
     name = request.match_info["loader"]
     found = await asyncio.to_thread(stack.loader_file, name)
     if found is None:
