@@ -56,8 +56,10 @@ def test_no_server_errors(api_schema: Any) -> None:
         def check(case: Any) -> None:
             response = case.call(timeout=10)
             calls.append(response.status_code)
-            assert response.status_code < 500, (case.method, case.formatted_path,
-                                                response.text[:500])
+            # 503 is the one 5xx allowed: a capability this instance lacks (the demo runs no
+            # boot services), said in a JSON error like any other.
+            assert response.status_code < 500 or response.status_code == 503, (
+                case.method, case.formatted_path, response.text[:500])
             if response.status_code >= 400:
                 body = response.json()
                 assert isinstance(body.get("error"), str) and body["error"], body
