@@ -32,7 +32,8 @@ _COMMANDS: dict[str, Command] = {}
 
 # Modules that add subcommands: each has ``add_commands(subparsers)`` and registers its
 # handlers with ``@command(name)``. Imported only when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.install")
+COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.install",
+                                     "dragonfly.discovery_image")
 
 
 def command(name: str) -> Callable[[Command], Command]:

@@ -133,7 +133,7 @@ async def test_missing_discovery_files_say_what_and_how(client: Client, ctx: App
         missing = str(ctx.config.state_dir / "discovery" / path)
         assert body["error"] == f"the discovery {what} is missing: {missing} does not exist"
         assert body["detail"]["missing"] == missing
-        assert "build_discovery_image.py" in body["detail"]["how_to_obtain"]
+        assert "dragonfly discovery build" in body["detail"]["how_to_obtain"]
     status = routes.discovery_status(ctx.config)
     assert not status["ready"] and len(status["missing"]) == 2
 

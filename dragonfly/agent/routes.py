@@ -43,8 +43,8 @@ _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
 BootObserver = Callable[[str, str, dict[str, Any]], None]
 
 HOW_TO_OBTAIN = (
-    "Build them offline from Debian packages with `python3 scripts/build_discovery_image.py "
-    "--out {dir}` (run `apt-get update` first), or download a distro netboot kernel and its "
+    "Build them offline from Debian packages with `dragonfly discovery build --out {dir}` "
+    "(run `apt-get update` first), or download a distro netboot kernel and its "
     "busybox initramfs into {dir}/vmlinuz and {dir}/initrd.img (see the script's --help).")
 
 

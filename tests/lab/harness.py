@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib.util
 import itertools
 import os
 import re
@@ -20,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -400,16 +398,10 @@ def lab_cache_dir() -> Path:
 
 
 def build_script() -> Any:
-    """scripts/build_discovery_image.py as a module (it is a script, not a package)."""
-    path = ROOT / "scripts" / "build_discovery_image.py"
-    spec = importlib.util.spec_from_file_location("build_discovery_image", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while defined
-        spec.loader.exec_module(module)
-    return module
+    """The discovery image builder (`dragonfly discovery build`)."""
+    from dragonfly import discovery_image
+
+    return discovery_image
 
 
 @dataclass(frozen=True)
