@@ -2,9 +2,11 @@
 
 One walk through the demo as a newcomer would take it: the banner and its dialogs, the
 dashboard with deployments advancing live over SSE, search, a tag edit on a machine page, the
-docs, and a phone-width pass. Screenshots go to test-artifacts/ (and the README's two to
-docs/screenshots/). Fails, never skips, when Chromium or Playwright is missing, unless
-DRAGONFLY_SKIP_BROWSER=1.
+docs, and a phone-width pass. A second walk covers what access control and the boot doctor
+add: the role switcher, node locks and safety mode arriving live, and a stalled PXE boot
+diagnosed on the dashboard. Screenshots go to test-artifacts/ (and the README's panel.png and
+machine.png to docs/screenshots/). Fails, never skips, when Chromium or Playwright is
+missing, unless DRAGONFLY_SKIP_BROWSER=1.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def test_demo_in_a_real_browser(demo_process: DemoProcess, browser: Any) -> None
            }""", arg=[slowest["id"], before], timeout=20_000)
     assert page.evaluate("window.__sameDocument") is True
     page.wait_for_timeout(600)  # let the bars ease to their values for the screenshot
-    shot(page, "dashboard", also=SCREENSHOTS / "panel.png")
+    shot(page, "dashboard")
 
     # --- Install Now and Advanced Setup dialogs
     page.get_by_role("button", name="Install Now").click()
@@ -254,3 +256,204 @@ def test_demo_in_a_real_browser(demo_process: DemoProcess, browser: Any) -> None
     assert hosts == {"127.0.0.1"}, sorted(u for u in requests if "127.0.0.1" not in u)
     assert len(requests) > 20
     assert not errors, errors
+
+
+def call(demo: DemoProcess, method: str, path: str, body: Any = None) -> Any:
+    """An API change from outside the browser (the demo's cookie-less caller is an admin)."""
+    request = urllib.request.Request(
+        demo.url + path, method=method, headers={"Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def switch_role(page: Any, role: str) -> None:
+    """The demo's role switcher in the account menu: post the role, the page reloads."""
+    page.locator("#account-menu summary").click()
+    option = page.locator(f'#account-menu [data-demo-role="{role}"]')
+    with page.expect_navigation():
+        option.click()
+    assert option.get_attribute("aria-pressed") == "true"
+    assert page.locator("#account-menu .menu-role").inner_text() == role
+
+
+def test_demo_roles_locks_and_boot_doctor(demo_process: DemoProcess, browser: Any) -> None:
+    demo = demo_process
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                  color_scheme="dark", device_scale_factor=1)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.set_default_timeout(15_000)
+
+    # --- the boot doctor on the dashboard: a MAC that took an offer and went quiet gets its
+    # plain-language diagnosis (~20 s after the demo started), machines that registered show
+    # by name with their last step.
+    page.goto(demo.url + "/")
+    page.locator('#live[data-status="live"]').wait_for()
+    page.evaluate("window.__sameDocument = true")
+    stuck = page.locator('#boot-list [data-mac="3c:ec:ef:4a:19:02"]')
+    stuck.wait_for()
+    assert "unknown machine" in stuck.inner_text() and "undionly.kpxe" in stuck.inner_text()
+    stuck.locator(".boot-diag").wait_for(timeout=45_000)
+    assert "never fetched the loader undionly.kpxe" in stuck.locator(".boot-diag").inner_text()
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator('#boot-card [data-field="boot-stopped"]').inner_text() == "1 stopped"
+    discovered = api(demo, "/api/machines?state=discovered")["items"][0]
+    row = page.locator(f'#boot-list [data-mac="{discovered["mac"]}"]')
+    assert row.locator(".boot-name").inner_text() == discovered["name"]
+    assert "Agent check-in" in row.inner_text()
+    page.wait_for_timeout(600)
+    # The README's panel screenshot: live deployments and a boot the doctor diagnosed.
+    shot(page, "dashboard-boot", also=SCREENSHOTS / "panel.png")
+
+    # ... and the whole chain on a discovered machine's page.
+    page.goto(f"{demo.url}/machines/{discovered['id']}")
+    timeline = api(demo, f"/api/machines/{discovered['id']}/boot")[0]
+    steps = page.locator("#boot-timeline .bstep")
+    steps.first.wait_for()
+    assert steps.count() == len(timeline["steps"])
+    assert [s.strip() for s in page.locator("#boot-timeline .bstep-label").all_inner_texts()] == [
+        s["label"] for s in timeline["steps"]]
+    assert "checked in" in page.locator("#boot-timeline .card-head").inner_text()
+    assert page.locator("#boot-timeline time").first.get_attribute("title").endswith("Z")
+
+    # --- roles: a user cannot reimage (or deploy); an admin can, again, after switching back.
+    target = api(demo, "/api/machines?state=installed")["items"][0]
+    page.goto(f"{demo.url}/machines/{target['id']}")
+    assert page.locator('[data-action="reimage"]').is_visible()
+    assert page.locator('#account-menu .menu-role').inner_text() == "admin"
+    switch_role(page, "user")
+    assert page.locator('[data-action="reimage"]').count() == 0
+    assert page.locator('[data-tool="lock"]').is_visible()
+    assert page.locator('[data-tool="delete"]').count() == 0
+    assert page.locator('.nav-link[href="/admin/security"]').count() == 0
+    for m in api(demo, "/api/machines")["items"]:
+        if m["state"] not in ("ready", "failed"):
+            continue
+        page.goto(f"{demo.url}/machines/{m['id']}")
+        state = page.locator('#machine-head [data-field="badge"] .badge').get_attribute(
+            "data-state")
+        if state in ("ready", "failed"):
+            assert page.locator('[data-action="deploy"]').count() == 0
+            break
+    shot(page, "machine-as-user")
+    page.goto(f"{demo.url}/machines/{target['id']}")
+    switch_role(page, "admin")
+    assert page.locator('[data-action="reimage"]').is_visible()
+    assert page.locator('.nav-link[href="/admin/security"]').is_visible()
+
+    # --- a lock set through the API shows on the open page at once, without a reload
+    page.evaluate("window.__sameDocument = true")
+    call(demo, "PUT", f"/api/machines/{target['id']}/lock", {"reason": "browser test hold"})
+    page.locator("#lock-badge").wait_for(state="visible")
+    assert "browser test hold" in page.locator("#lock-callout").inner_text()
+    reimage = page.locator('[data-action="reimage"]')
+    assert reimage.get_attribute("aria-disabled") == "true"
+    assert "browser test hold" in reimage.get_attribute("title")
+    assert page.locator('[data-tool="unlock"]').is_visible()
+    assert page.locator('[data-tool="lock"]').is_hidden()
+    assert page.evaluate("window.__sameDocument") is True
+    page.wait_for_timeout(300)
+    shot(page, "machine-locked")
+    reimage.click(force=True)  # a refused button says why instead of acting
+    page.locator(".toast").filter(has_text="browser test hold").wait_for()
+    assert api(demo, f"/api/machines/{target['id']}")["state"] == "installed"
+
+    # Safety mode: the banner comes and goes live; delete is off while it is on.
+    call(demo, "PUT", "/api/safety", {"enabled": True, "reason": "freeze for the test"})
+    banner = page.locator("#safety-banner")
+    banner.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    assert "Safety mode is on: reimage, delete and power actions are disabled." in \
+        banner.inner_text() and "freeze for the test" in banner.inner_text()
+    assert "Safety mode" in page.locator('[data-tool="delete"]').get_attribute("title")
+    shot(page, "safety-mode")
+    call(demo, "PUT", "/api/safety", {"enabled": False})
+    banner.wait_for(state="hidden")
+
+    # Unlock from the page (an admin may); the buttons come back.
+    page.locator('[data-tool="unlock"]').click()
+    page.locator("#lock-badge").wait_for(state="hidden")
+    assert api(demo, f"/api/machines/{target['id']}")["lock"] is None
+    assert reimage.get_attribute("aria-disabled") is None
+    assert page.locator('[data-tool="lock"]').is_visible()
+
+    # The machine list marks a machine locked while it is open.
+    page.goto(demo.url + "/machines")
+    page.locator('#live[data-status="live"]').wait_for()
+    row = page.locator(f'#machine-rows tr[data-id="{target["id"]}"]')
+    assert row.locator(".lock-mark").count() == 0
+    call(demo, "PUT", f"/api/machines/{target['id']}/lock", {"reason": "listed"})
+    row.locator(".lock-mark").wait_for()
+    call(demo, "DELETE", f"/api/machines/{target['id']}/lock")
+    row.locator(".lock-mark").wait_for(state="detached")
+
+    context.close()
+    assert not errors, errors
+
+
+def test_installed_sign_in_expiry_and_sign_out(tmp_path: Path, browser: Any) -> None:
+    """An installed server (``python -m dragonfly serve``): sign-in pages open no event stream,
+    an API call that meets an ended session goes back to the sign-in page and then returns,
+    and the account menu signs out."""
+    from tests.test_auth_cli import start, stop
+
+    password = "a panel password 7"
+    server = start(tmp_path / "state")
+    try:
+        assert server.token, "serve printed no setup token"
+        request = urllib.request.Request(
+            server.url + "/api/setup", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"setup_token": server.token, "name": "admin",
+                             "password": password}).encode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+        requests: list[str] = []
+        errors: list[str] = []
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.on("request", lambda r: requests.append(urlsplit(r.url).path))
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.set_default_timeout(15_000)
+
+        def sign_in() -> None:
+            page.fill("#login-name", "admin")
+            page.fill("#login-password", password)
+            page.click("#login-submit")
+
+        page.goto(server.url + "/machines")
+        page.wait_for_url("**/login?next=/machines")
+        assert page.locator("#live").is_hidden()
+        page.wait_for_timeout(500)
+        assert "/api/events" not in requests  # nothing to stream for someone signed out
+        sign_in()
+        page.wait_for_url("**/machines")
+        page.locator('#live[data-status="live"]').wait_for()
+        assert page.locator("#account-menu .menu-role").inner_text() == "admin"
+
+        # The session ends behind the page's back (here: signed out from elsewhere).
+        cookie = next(c for c in context.cookies() if c["name"] == "dragonfly_session")
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        logout = urllib.request.Request(
+            server.url + "/api/auth/logout", method="POST",
+            headers={"Cookie": f"dragonfly_session={cookie['value']}", "X-CSRF-Token": csrf})
+        with urllib.request.urlopen(logout, timeout=10) as response:
+            assert response.status == 200
+        page.locator("#q").fill("ceph")  # the search asks the API, which answers 401
+        page.wait_for_url("**/login?next=/machines?q=ceph")
+        sign_in()
+        page.wait_for_url("**/machines?q=ceph")
+        assert page.locator("#q").input_value() == "ceph"
+
+        # Sign out from the account menu.
+        page.locator("#account-menu summary").click()
+        page.locator("#menu-logout").click()
+        page.wait_for_url("**/login")
+        assert not [c for c in context.cookies() if c["name"] == "dragonfly_session"]
+        context.close()
+        assert not errors, errors
+    finally:
+        stop(server)

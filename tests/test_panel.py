@@ -26,6 +26,15 @@ from dragonfly.model import STATE_HELP, TRANSITIONS, State
 from dragonfly.panel import DOC_PAGES, OPERATOR_ACTIONS, human_bytes
 from dragonfly.resources import static_assets
 from dragonfly.store import SqliteStore
+from tests.test_auth_fixtures import (
+    ANON,
+    USER_PASSWORD,
+    Who,
+    add_user,
+    installed_client,
+    login,
+    setup_admin,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "web" / "templates"
@@ -435,3 +444,243 @@ async def test_rendered_icon_references_resolve(client: TestClient) -> None:
         page = await get_html(client, path)
         for name in re.findall(r'<use href="#i-([a-z0-9-]+)"', page):
             assert name in sprite, (path, name)
+
+
+# --- access control, locks, safety mode and the boot doctor in the pages ----------------------
+
+def app_data(page: str) -> dict[str, Any]:
+    match = re.search(r'<script type="application/json" id="app-data">(.*?)</script>', page, re.S)
+    assert match, "app-data missing"
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
+
+
+def element(page: str, pattern: str) -> str:
+    """The opening tag of the one element matching ``pattern`` (a regex inside the tag)."""
+    found = re.findall(rf"<[a-z]+ [^>]*{pattern}[^>]*>", page)
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def is_hidden(tag: str) -> bool:
+    return re.search(r"\shidden(?:[\s>=]|$)", tag) is not None
+
+
+async def test_safety_banner_follows_safety_mode(client: TestClient) -> None:
+    page = await get_html(client, "/")
+    assert is_hidden(element(page, 'id="safety-banner"'))
+    assert app_data(page)["safety"]["enabled"] is False
+
+    reason = "change freeze <until> Monday"
+    response = await client.put("/api/safety", json={"enabled": True, "reason": reason})
+    assert response.status == 200
+    for path in ("/", "/machines", "/docs"):
+        page = await get_html(client, path)
+        assert not is_hidden(element(page, 'id="safety-banner"')), path
+        text = text_of(page)
+        assert ("Safety mode is on: reimage, delete and power actions are disabled. "
+                f"Reason: {reason}") in text, path
+        assert "<until>" not in page  # escaped
+        assert 'href="/admin/security#safety"' in page  # the demo's caller is an admin
+        assert app_data(page)["safety"]["reason"] == reason
+
+    # Destructive buttons render switched off, with the reason; the others stay usable.
+    row = (await get_json(client, "/api/machines?state=installed"))["items"][0]
+    page = await get_html(client, f"/machines/{row['id']}")
+    for action in ("reimage", "release"):
+        tag = element(page, f'data-action="{action}"')
+        assert 'aria-disabled="true"' in tag and "Safety mode is on" in html.unescape(tag)
+    assert "aria-disabled" not in element(page, 'data-action="maintenance"')
+    assert 'aria-disabled="true"' in element(page, 'data-tool="delete"')
+
+    assert (await client.put("/api/safety", json={"enabled": False})).status == 200
+    page = await get_html(client, "/")
+    assert is_hidden(element(page, 'id="safety-banner"'))
+
+
+async def _installed_people(aiohttp_client: Any, **settings: Any
+                            ) -> tuple[TestClient, Who, Who]:
+    """An installed instance after setup, with its admin and a user "uma", both signed in."""
+    installed = await installed_client(aiohttp_client, **settings)
+    admin = await setup_admin(installed)
+    await add_user(installed, admin, "uma")
+    user = await login(installed, "uma", USER_PASSWORD)
+    return installed, admin, user
+
+
+async def _page_as(client: TestClient, who: Who, path: str, status: int = 200) -> str:
+    response = await client.get(path, headers=who.headers(), allow_redirects=False)
+    assert response.status == status, (who.label, path, response.status)
+    return await response.text()
+
+
+async def test_lock_badge_and_buttons_by_role(aiohttp_client: Any) -> None:
+    installed, admin, user = await _installed_people(
+        aiohttp_client, **{"security.front_page": "open"})
+    listing = await installed.get("/api/machines?state=installed", headers=admin.headers())
+    machine = (await listing.json())["items"][0]
+    path = f"/machines/{machine['id']}"
+
+    page = await _page_as(installed, admin, path)
+    assert is_hidden(element(page, 'id="lock-badge"'))
+    assert is_hidden(element(page, 'id="lock-callout"'))
+    assert not is_hidden(element(page, 'data-tool="lock"'))
+    assert is_hidden(element(page, 'data-tool="unlock"'))
+    assert "aria-disabled" not in element(page, 'data-tool="delete"')
+    assert "aria-disabled" not in element(page, 'data-action="reimage"')
+    assert page_data(page)["lock"] is None
+
+    # A user locks it (users may lock; only admins unlock).
+    reason = "prod database, ask Dana"
+    response = await installed.put(f"/api/machines/{machine['id']}/lock",
+                                   json={"reason": reason}, headers=user.headers())
+    assert response.status == 200, await response.text()
+
+    page = await _page_as(installed, admin, path)
+    badge = element(page, 'id="lock-badge"')
+    assert not is_hidden(badge) and f"Locked by uma: {reason}" in html.unescape(badge)
+    callout = element(page, 'id="lock-callout"')
+    assert not is_hidden(callout)
+    assert reason in text_of(page) and "until you unlock it" in text_of(page)
+    assert is_hidden(element(page, 'data-tool="lock"'))
+    assert not is_hidden(element(page, 'data-tool="unlock"'))
+    for tag in (element(page, 'data-tool="delete"'), element(page, 'data-action="reimage"'),
+                element(page, 'data-action="release"')):
+        assert 'aria-disabled="true"' in tag and reason in html.unescape(tag), tag
+    assert "aria-disabled" not in element(page, 'data-action="maintenance"')
+    assert page_data(page)["lock"]["reason"] == reason
+
+    # The user sees the lock, cannot unlock, delete or reimage.
+    page = await _page_as(installed, user, path)
+    assert not is_hidden(element(page, 'id="lock-badge"'))
+    assert "until an administrator unlocks it" in text_of(page)
+    assert 'data-tool="unlock"' not in page and 'data-tool="delete"' not in page
+    assert is_hidden(element(page, 'data-tool="lock"'))
+    assert not re.findall(r'data-action="([a-z]+)"', page)  # every action here needs admin
+
+    # An anonymous reader (front page "open") gets no controls at all.
+    page = await _page_as(installed, ANON, path)
+    assert not is_hidden(element(page, 'id="lock-badge"'))
+    assert 'id="tools"' not in page and "data-action=" not in page
+    assert 'id="tag-input"' not in page
+
+    # Lists mark locked machines.
+    listing_page = await _page_as(installed, user, "/machines")
+    row = re.search(rf'<tr data-id="{machine["id"]}".*?</tr>', listing_page, re.S)
+    assert row and 'class="lock-mark"' in row.group(0)
+    assert listing_page.count('class="lock-mark"') == 1
+    assert page_data(listing_page)["locks"][machine["id"]]["by"] == "uma"
+
+    unlock = await installed.delete(f"/api/machines/{machine['id']}/lock",
+                                    headers=admin.headers())
+    assert unlock.status == 200
+    page = await _page_as(installed, admin, path)
+    assert is_hidden(element(page, 'id="lock-badge"'))
+    assert "aria-disabled" not in element(page, 'data-action="reimage"')
+
+
+async def test_admin_nav_account_menu_and_stream_flags(aiohttp_client: Any) -> None:
+    installed, admin, user = await _installed_people(aiohttp_client)
+
+    page = await _page_as(installed, admin, "/")
+    assert re.search(r'<a class="nav-link" href="/admin/security"[^>]*>.*?Security', page, re.S)
+    menu = page[page.index('id="account-menu"'):page.index("</details>")]
+    assert "admin" in text_of(menu) and 'href="/account"' in menu
+    assert 'href="/account/tokens"' in menu and 'id="menu-logout"' in menu
+    assert "data-demo-role" not in menu
+    assert f'<meta name="csrf-token" content="{admin.csrf}">' in page
+    assert app_data(page)["can"]["admin"] is True
+    security = await _page_as(installed, admin, "/admin/security")
+    assert 'class="nav-link" href="/admin/security" aria-current="page"' in security
+    for href in ("/admin/users", "/admin/audit"):  # People and Audit, reachable from Security
+        assert f'href="{href}"' in security
+
+    page = await _page_as(installed, user, "/")
+    assert 'href="/admin/security"' not in page and 'href="/admin/users"' not in page
+    menu = page[page.index('id="account-menu"'):page.index("</details>")]
+    assert "uma" in text_of(menu) and "user" in text_of(menu) and 'id="menu-logout"' in menu
+    data = app_data(page)
+    assert data["can"]["admin"] is False and data["can"]["read"] is True
+    assert data["user"] == {"name": "uma", "role": "user", "via": "session"}
+
+    # Pages for callers who cannot read: named, so app.js opens no event stream there.
+    login = await _page_as(installed, ANON, "/login")
+    assert page_data(login)["page"] == "login" and app_data(login)["can"]["read"] is False
+    assert 'id="menu-logout"' not in login and "/login?next=" in login
+    denied = await _page_as(installed, user, "/admin/users", status=403)
+    assert page_data(denied)["page"] == "denied"
+    assert 'id="safety-banner"' in denied
+
+
+async def test_demo_account_menu_has_the_role_switcher(client: TestClient) -> None:
+    page = await get_html(client, "/")
+    menu = page[page.index('id="account-menu"'):page.index("</details>")]
+    options = re.findall(r'data-demo-role="([a-z]+)" aria-pressed="(true|false)"', menu)
+    assert options == [("admin", "true"), ("user", "false"), ("viewer", "false")]
+    assert "anonymous viewer" in text_of(menu) and "menu-logout" not in menu
+
+    response = await client.post("/api/demo/role", json={"role": "user"})
+    assert response.status == 200
+    page = await get_html(client, "/")
+    menu = page[page.index('id="account-menu"'):page.index("</details>")]
+    assert re.findall(r'data-demo-role="([a-z]+)" aria-pressed="true"', menu) == ["user"]
+    assert 'href="/admin/security"' not in page
+    row = (await get_json(client, "/api/machines?state=installed"))["items"][0]
+    machine_page = await get_html(client, f"/machines/{row['id']}")
+    assert "data-action=" not in machine_page and 'data-tool="lock"' in machine_page
+
+
+async def test_boot_doctor_data_on_machine_page_and_dashboard(client: TestClient) -> None:
+    from dragonfly.bootlog import EXPECTATIONS
+
+    stuck = "3c:ec:ef:4a:19:02"  # the demo's machine that took an offer and went quiet
+    discovered = (await get_json(client, "/api/machines?state=discovered"))["items"]
+    assert discovered
+    m = await get_json(client, f"/api/machines/{discovered[0]['id']}")
+    api_boot = await get_json(client, f"/api/machines/{m['id']}/boot")
+    assert api_boot and api_boot[0]["steps"][-1]["step"] == "checkin"
+    page = await get_html(client, f"/machines/{m['id']}")
+    container = element(page, 'id="boot-timeline"')
+    assert set(re.search(r'data-macs="([^"]*)"', container).group(1).split()) == {
+        m["mac"], *m["macs"]}
+    assert re.search(r'<section class="card boot-timeline" id="boot-timeline"[^>]*></section>',
+                     page)  # empty: app.js draws it
+    data = page_data(page)
+    assert [(t["mac"], [s["step"] for s in t["steps"]]) for t in data["boot"]] == [
+        (t["mac"], [s["step"] for s in t["steps"]]) for t in api_boot]
+    assert data["boot_enabled"] is True and set(data["boot_macs"]) == {m["mac"], *m["macs"]}
+    assert data["boot_expect"]["dhcp_offer"] == next(
+        e.within for e in EXPECTATIONS if e.after == "dhcp_offer")
+
+    dashboard = await get_html(client, "/")
+    assert 'id="boot-card"' in dashboard and "Boot activity" in dashboard
+    rows = {r["mac"]: r for r in page_data(dashboard)["boot"]}
+    api_rows = {r["mac"]: r for r in await get_json(client, "/api/boot?limit=8")}
+    assert set(rows) == set(api_rows) and stuck in rows
+    assert rows[stuck]["machine"] is None  # boots, never registered
+    assert rows[stuck]["steps"][-1]["detail"]["loader"] == "undionly.kpxe"
+    assert rows[m["mac"]]["machine"] == {"id": m["id"], "name": m["name"]}
+
+
+async def test_pages_without_boot_services_have_no_boot_card(aiohttp_client: Any) -> None:
+    ctx = demo_context(tick=3600)
+    ctx.services = [s for s in ctx.services if s is not ctx.bootlog]
+    ctx.bootlog = None
+    client = await aiohttp_client(create_app(ctx))
+    page = await get_html(client, "/")
+    assert 'id="boot-card"' not in page and page_data(page)["boot_enabled"] is False
+    row = (await get_json(client, "/api/machines"))["items"][0]
+    page = await get_html(client, f"/machines/{row['id']}")
+    assert page_data(page)["boot"] == [] and "data-disabled" in element(page, 'id="boot-timeline"')
+
+
+async def test_dashboard_marks_locked_machines(client: TestClient) -> None:
+    recent = (await get_json(client, "/api/stats"))["recently_seen"]
+    locked, other = recent[0], recent[1]
+    response = await client.put(f"/api/machines/{locked['id']}/lock", json={"reason": "hold"})
+    assert response.status == 200
+    page = await get_html(client, "/")
+    rows = dict(re.findall(r'<li class="recent" data-id="([0-9a-f]+)">(.*?)</li>', page, re.S))
+    assert 'class="lock-mark"' in rows[locked["id"]] and "hold" in rows[locked["id"]]
+    assert 'class="lock-mark"' not in rows[other["id"]]
+    assert set(page_data(page)["locks"]) == {locked["id"]}

@@ -226,7 +226,8 @@ def render(request: web.Request, template: str, status: int = 200,
             "safety": request.get(SAFETY_STATE_KEY) or SAFETY_OFF,
             "page_title": context.pop("page_title", "Dragonfly"),
             "page_data": page_data}
-    html = request.app[PANEL_ENV].get_template(template).render(**base, **context)
+    # A page's own values win (the security page passes its freshly read safety state).
+    html = request.app[PANEL_ENV].get_template(template).render({**base, **context})
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
 

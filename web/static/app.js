@@ -162,7 +162,10 @@ async function api(method, url, body) {
 
 function goToLogin() {
   const here = location.pathname + location.search;
-  location.assign(`/login?next=${encodeURIComponent(here).replace(/%2F/g, "/")}`);
+  // Readable like the server's own redirects ("/" "?" "=" kept); "&" stays escaped so the
+  // whole query comes back.
+  const next = encodeURIComponent(here).replace(/%2F/g, "/").replace(/%3F/g, "?").replace(/%3D/g, "=");
+  location.assign(`/login?next=${next}`);
 }
 
 const detailText = (detail) => {
@@ -633,7 +636,8 @@ function bootFacts(step) {
       break;
     }
     case "dhcp_offer": case "dhcp_ack":
-      if (d.loader || d.boot_file) facts.push(mono(d.loader || d.boot_file));
+      if (d.script) facts.push("its iPXE script");
+      else if (d.loader || d.boot_file) facts.push(mono(d.loader || d.boot_file));
       if (d.reason) facts.push(d.reason);
       if (d.yiaddr || d.ip) facts.push(`address ${d.yiaddr || d.ip}`);
       break;
@@ -647,11 +651,12 @@ function bootFacts(step) {
       break;
     case "ipxe_script":
       if (d.target) facts.push(`boots ${d.target}`);
-      else if (d.state) facts.push(`machine is ${d.state}`);
+      else if ("state" in d) facts.push(d.state ? `a ${d.state} machine` : "a new machine: discovery");
       if (d.ip) facts.push(`from ${d.ip}`);
       break;
     case "checkin": case "heartbeat":
-      if (d.state || d.action) facts.push(d.state || d.action);
+      if (d.state) facts.push(d.state);
+      if (d.action) facts.push(`told to ${d.action.replace(/_/g, " ")}`);
       if (d.ip) facts.push(`from ${d.ip}`);
       break;
     default:
@@ -880,6 +885,8 @@ function initBootCard() {
   };
 
   const draw = () => {
+    // Newest first by the time of each MAC's last step (events arrive in batches, unordered).
+    rows.sort((a, b) => (lastStep(b).last_at || 0) - (lastStep(a).last_at || 0));
     list.replaceChildren(...rows.slice(0, limit).map(rowEl));
     fresh.clear();
     $(".boot-empty").hidden = rows.length > 0;
@@ -894,7 +901,10 @@ function initBootCard() {
     try {
       const latest = await api("GET", `/api/boot?limit=${limit}`);
       rows = latest.map((r) => ({ mac: r.mac, steps: r.steps, diagnosis: r.diagnosis }));
-    } catch (err) { showError(err, "Cannot load boot activity"); return; }
+    } catch (err) {
+      if (err.status !== 0) showError(err, "Cannot load boot activity"); // offline: the resync after reconnecting reloads
+      return;
+    }
     draw();
     deadlines(rows);
   };
@@ -903,11 +913,11 @@ function initBootCard() {
   live.on("boot", ({ op, id, data }) => {
     rows = rows.filter((r) => r.mac !== id);
     if (op !== "delete" && data?.steps?.length) {
-      rows.unshift({ mac: data.mac, steps: data.steps.slice(-1), diagnosis: data.diagnosis });
+      rows.push({ mac: data.mac, steps: data.steps.slice(-1), diagnosis: data.diagnosis });
       fresh.add(data.mac);
     }
-    rows = rows.slice(0, limit);
     draw();
+    rows = rows.slice(0, limit);
     deadlines(rows);
   });
   // A machine that registers turns its MAC's "unknown machine" into its name.
@@ -1572,7 +1582,7 @@ function initMachine() {
           step.count > 1 ? h("span", { class: "bstep-count", title: `Seen ${step.count} times, the last ${fmt.ago(step.last_at)}` }, `×${step.count}`) : null),
         facts.length ? h("div", { class: "bstep-facts" }, facts) : null),
       h("div", { class: "bstep-time" }, when(step.at),
-        gap != null && gap >= 0 ? h("span", { class: "bstep-gap faint", title: "after the previous step" }, `+${seconds(Math.max(0, gap))}`) : null));
+        gap != null && gap >= 0.1 ? h("span", { class: "bstep-gap faint", title: "after the previous step" }, `+${seconds(Math.max(0, gap))}`) : null));
   };
 
   const renderBoot = () => {
@@ -1616,7 +1626,10 @@ function initMachine() {
       const list = await api("GET", `/api/machines/${encodeURIComponent(id)}/boot`);
       timelines.clear();
       for (const t of list) timelines.set(t.mac, t);
-    } catch (err) { showError(err, "Cannot load the boot timeline"); return; }
+    } catch (err) {
+      if (err.status !== 0) showError(err, "Cannot load the boot timeline"); // offline: reloaded on reconnect
+      return;
+    }
     renderBoot();
     bootDeadlines_(timelines.values());
   };
