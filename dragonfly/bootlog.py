@@ -25,6 +25,7 @@ BOOT = "boot"
 MAX_MACS = 10_000
 MAX_STEPS = 60
 COALESCE_SECONDS = 10.0
+DISCOVER_UNANSWERED = 10.0  # seconds of discovers without our offer before saying so
 
 # The chain, in order. A machine is expected to go through these; where it stops, diagnose()
 # explains in plain language. Each entry: step, how long the next step may take, the reason.
@@ -83,7 +84,7 @@ def diagnose(steps: list[dict[str, Any]], now: float) -> str | None:
     if step == "tftp_error":
         return (f"the loader transfer failed: {last['detail'].get('error', 'unknown error')} "
                 f"({last['detail'].get('file', '?')})")
-    if step == "dhcp_discover" and now - last["at"] > 10:
+    if step == "dhcp_discover" and now - last["at"] > DISCOVER_UNANSWERED:
         return "sent DHCP discovers but got no offer from Dragonfly"
     expectation = _EXPECT_BY_STEP.get(step)
     if expectation is not None and now - last["last_at"] > expectation.within:
@@ -103,6 +104,9 @@ class BootLog:
         self._timelines: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._ip_to_mac: OrderedDict[str, str] = OrderedDict()
         self._dirty: set[str] = set()
+        # When a chain would count as stalled: the timeline is written again then, so the
+        # diagnosis reaches the panel as an event even though no packet arrived.
+        self._deadlines: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- Service ------------------------------------------------------------------------------
@@ -129,6 +133,11 @@ class BootLog:
                 log.exception("flushing boot timelines failed; will retry")
 
     async def flush(self) -> None:
+        now = self.clock()
+        for mac, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[mac]
+                self._dirty.add(mac)
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
@@ -171,6 +180,13 @@ class BootLog:
                           "label": STEP_LABELS.get(step, step), "detail": detail})
             del steps[:-MAX_STEPS]
         self._dirty.add(mac)
+        expectation = _EXPECT_BY_STEP.get(step)
+        if expectation is not None:
+            self._deadlines[mac] = now + expectation.within + 0.5
+        elif step == "dhcp_discover":
+            self._deadlines[mac] = now + DISCOVER_UNANSWERED + 0.5
+        else:
+            self._deadlines.pop(mac, None)
         ip = detail.get("ip")
         if isinstance(ip, str) and ip:
             self.learn_ip(ip, mac)

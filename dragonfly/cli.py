@@ -109,6 +109,9 @@ def bind_first_free(host: str, port: int, tries: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for candidate in range(port, port + tries):
         sock = socket.socket(family, socket.SOCK_STREAM)
+        # A demo restarted within a minute keeps its port (and open tabs reconnect) despite
+        # the previous run's connections in TIME_WAIT; a live listener still refuses it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, candidate))
         except OSError as exc:

@@ -87,7 +87,9 @@ async def test_flush_persists_and_reload(store: SqliteStore) -> None:
 async def test_boot_api(aiohttp_client: Any) -> None:
     client = await aiohttp_client(create_app(demo_context(tick=3600)))
     recent = await (await client.get("/api/boot")).json()
-    assert any(r["mac"] == "3c:ec:ef:4a:19:02" for r in recent)
+    stuck = next(r for r in recent if r["mac"] == "3c:ec:ef:4a:19:02")
+    assert stuck["machine"] is None  # booted, never registered
+    assert any(r["machine"] is not None for r in recent)
     timeline = await (await client.get("/api/boot/3C-EC-EF-4A-19-02")).json()
     assert [s["step"] for s in timeline["steps"]] == ["dhcp_discover", "dhcp_offer"]
     response = await client.get("/api/boot/not-a-mac")
@@ -97,3 +99,20 @@ async def test_boot_api(aiohttp_client: Any) -> None:
     assert boots[0]["steps"][-1]["step"] == "checkin"
     response = await client.get("/api/boot?limit=0")
     assert response.status == 400
+
+
+async def test_a_stall_is_written_when_its_deadline_passes(store: SqliteStore) -> None:
+    clock = Clock()
+    log = BootLog(store, clock=clock)
+    log.record("52:54:00:00:00:09", "dhcp_offer", {"loader": "ipxe.efi"})
+    await log.flush()
+    watch = store.watch([BOOT])
+    clock.now += 5
+    await log.flush()
+    assert watch.queue.empty()  # nothing new, nothing written
+    clock.now += 30
+    await log.flush()
+    change = watch.queue.get_nowait()
+    assert change is not None and change.data is not None
+    assert "never fetched the loader ipxe.efi" in change.data["diagnosis"]
+    watch.close()

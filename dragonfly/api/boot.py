@@ -29,7 +29,12 @@ async def recent_boots(request: web.Request) -> list[dict[str, Any]]:
     raw = request.query.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise InvalidInput("limit must be an integer between 1 and 1000")
-    return _bootlog(request).recent(int(raw))
+    fleet = ctx_of(request).fleet
+    rows = _bootlog(request).recent(int(raw))
+    for row in rows:
+        machine = fleet.find_machine([row["mac"]])
+        row["machine"] = None if machine is None else {"id": machine.id, "name": machine.name}
+    return rows
 
 
 @api.get("/api/boot/{mac}", "The boot timeline of one MAC address", "boot")

@@ -182,7 +182,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         if unsafe and caller.authenticated:
             await auth.audit("access.denied", caller, outcome="denied",
                              detail={"method": request.method, "path": request.path})
-        target = quote(request.path_qs, safe="/?=&")
+        target = quote(request.path_qs, safe="/")  # the whole path and query, one parameter
         return _deny(request, denial.status, denial.message,
                      redirect=f"/login?next={target}" if denial.status == 401 else "",
                      detail={"refused": "access", "access": needed, "role": caller.role,
