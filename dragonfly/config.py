@@ -19,6 +19,9 @@ from dragonfly.errors import InvalidInput
 
 DEFAULT_CONFIG_PATH = Path("/etc/dragonfly/dragonfly.toml")
 MODES = ("native", "simple", "tinkerbell", "distributed")
+# Accepted so that a config written today keeps working when these modes arrive; until then
+# install and serve say so and machines are provisioned as in native mode.
+UNBUILT_MODES = ("simple", "distributed")
 DHCP_MODES = ("off", "selective", "auto", "full")
 
 

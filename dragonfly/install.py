@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from dragonfly import __version__
 from dragonfly.cli import command
-from dragonfly.config import DHCP_MODES, MODES, Config, render_toml
+from dragonfly.config import DHCP_MODES, MODES, UNBUILT_MODES, Config, render_toml
 from dragonfly.dhcp.netif import default_route_interface
 from dragonfly.errors import DragonflyError
 from dragonfly.install_checks import (
@@ -277,6 +277,10 @@ class _Install:
         if live and opts.binary is not None and binary_problem(opts.binary) is None and (
                 problem := service_python_problem(opts.binary, opts.root, system.runner)):
             self.fatal(problem)
+        if self.values["server.mode"] in UNBUILT_MODES:
+            self.warn(f"{self.values['server.mode']} mode is not built yet: the setting is "
+                      "written, and until an upgrade brings that mode the appliance provisions "
+                      "as in native mode (Dragonfly's discovery agent)")
         # Network checks look at this machine: under --root (another system) they only warn.
         report = self.fatal if live else self.warn
         interface = self.values["boot.interface"]

@@ -10,7 +10,7 @@ from typing import Any
 from dragonfly.app import AppContext
 from dragonfly.bootlog import BootLog
 from dragonfly.bootstack import BootEdge
-from dragonfly.config import Config
+from dragonfly.config import UNBUILT_MODES, Config
 from dragonfly.errors import DragonflyError
 from dragonfly.events import EventHub
 from dragonfly.fleet import Fleet
@@ -57,4 +57,7 @@ def readiness_report(ctx: AppContext) -> str:
     else:
         lines.append(f"Discovery environment: MISSING {', '.join(discovery['missing'])}")
         lines += [f"  {line}" for line in str(discovery["how_to_obtain"]).splitlines()]
+    if ctx.config["server.mode"] in UNBUILT_MODES:
+        lines.append(f"Mode: {ctx.config['server.mode']} is not built yet; machines are "
+                     "provisioned as in native mode")
     return "\n".join(lines) + "\n"

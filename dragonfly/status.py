@@ -130,7 +130,8 @@ def expected_services(config: Config) -> list[ServiceCheck]:
     return [ServiceCheck("panel, API and boot HTTP", "tcp", config["server.port"], True),
             ServiceCheck("DHCP / proxyDHCP", "udp", 67, ours and dhcp),
             ServiceCheck("proxyDHCP (PXE boot server)", "udp", 4011, ours and dhcp),
-            ServiceCheck("TFTP", "udp", 69, ours)]
+            # The boot stack starts TFTP only together with DHCP (bootstack.build_boot_stack).
+            ServiceCheck("TFTP", "udp", 69, ours and dhcp)]
 
 
 @dataclass

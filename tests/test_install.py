@@ -379,6 +379,19 @@ def _preflight(tmp_path: Path, runner: FakeRunner | None = None, **kw: Any
     return code, out, root, runner
 
 
+@pytest.mark.parametrize("unbuilt", ["simple", "distributed"])
+def test_a_mode_not_built_yet_installs_with_a_warning(tmp_path: Path, unbuilt: str) -> None:
+    root = tmp_path / "root"
+    code, out = run_install(root, fake_zipapp(tmp_path / "dragonfly"), port=free_port(),
+                            mode=unbuilt)
+    assert code == 0
+    assert f"warning: {unbuilt} mode is not built yet" in out
+    assert f'mode = "{unbuilt}"' in (root / "etc/dragonfly/dragonfly.toml").read_text()
+    native_out = run_install(tmp_path / "native", fake_zipapp(tmp_path / "d2"),
+                             port=free_port(), mode="native")[1]
+    assert "not built yet" not in native_out
+
+
 def test_preflight_refuses_without_root(tmp_path: Path) -> None:
     code, out, _, runner = _preflight(tmp_path, euid=lambda: 1000)
     assert code == 2 and "needs root" in out and "sudo dragonfly install" in out

@@ -191,5 +191,5 @@ def test_expected_services_follow_mode_and_dhcp(tmp_path: Path) -> None:
         return {c.port for c in expected_services(Config.load(path, env={})) if c.expected}
 
     assert expected(**{"server.port": 8080}) == {8080, 67, 4011, 69}
-    assert expected(**{"boot.dhcp_mode": "off"}) == {3000, 69}
+    assert expected(**{"boot.dhcp_mode": "off"}) == {3000}  # no DHCP, so no TFTP either
     assert expected(**{"server.mode": "tinkerbell"}) == {3000}  # smee serves DHCP and TFTP

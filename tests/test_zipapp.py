@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ def exercise(url: str) -> None:
         assert status == 200
 
 
+def read_events(url: str, wanted: int, seconds: float = 15.0) -> list[bytes]:
+    """The first ``wanted`` data lines of the SSE stream (the simulator keeps it busy)."""
+    data: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    with urllib.request.urlopen(url + "/api/events", timeout=seconds) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        while len(data) < wanted and time.monotonic() < deadline:
+            line = response.readline()
+            if not line:
+                break
+            if line.startswith(b"data:"):
+                data.append(line)
+    return data
+
+
 def sockets_of(pid: int) -> dict[str, list[dict[str, str]]]:
     """The process's inet sockets by protocol, from /proc (no external tools)."""
     inodes = set()
@@ -85,6 +101,7 @@ def files_open_for_writing(pid: int) -> list[str]:
 def test_demo_writes_nothing_and_listens_only_on_loopback(demo_process: DemoProcess,
                                                           shiv_root: Path) -> None:
     exercise(demo_process.url)
+    assert len(read_events(demo_process.url, wanted=3)) == 3, "no live events from the demo"
     for directory in (demo_process.home, demo_process.tmpdir, demo_process.cwd):
         assert list(directory.iterdir()) == [], f"the demo wrote into {directory}"
     sockets = sockets_of(demo_process.proc.pid)
@@ -98,6 +115,11 @@ def test_demo_writes_nothing_and_listens_only_on_loopback(demo_process: DemoProc
                 if p not in (str(log), "/dev/null") and not p.startswith(str(shiv_root))]
     assert writable == [], f"files open for writing: {writable}"
     assert "Demo Mode" in log.read_text()
+    # Nothing is left behind on the way out either (no state saved at shutdown).
+    demo_process.proc.terminate()
+    demo_process.proc.wait(10)
+    for directory in (demo_process.home, demo_process.tmpdir, demo_process.cwd):
+        assert list(directory.iterdir()) == [], f"the demo left files in {directory} on exit"
 
 
 def test_version_and_help_from_the_zipapp(zipapp: Path, shiv_root: Path) -> None:
