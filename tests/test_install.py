@@ -252,6 +252,11 @@ def test_systemd_analyze_verifies_the_installed_unit_and_rates_it_ok(
     (ROOT / "test-artifacts/dragonfly-service-security.txt").write_text(security.stdout)
     # 1.6 when written; "OK" is systemd's band up to 4.x. Fail on any real regression.
     assert exposure <= 2.0 and verdict in ("OK", "SAFE", "PERFECT"), (exposure, verdict)
+    # The figure the README and the unit's header quote is the one measured here.
+    quoted = f"{exposure:.1f} {verdict}"
+    assert f"`systemd-analyze security`: {quoted}" in (ROOT / "README.md").read_text()
+    assert f"(`systemd-analyze security dragonfly`): {quoted}" in (
+        ROOT / "dragonfly.service").read_text()
 
 
 # --- install into a root ----------------------------------------------------------------------
