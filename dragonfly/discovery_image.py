@@ -82,7 +82,13 @@ class BuildResult:
 
 
 def default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:
+            # A system user with no home (the service's own sandbox): keep .debs with the state.
+            return default_out().parent / "cache" / "discovery"
     return Path(base) / "dragonfly" / "discovery"
 
 

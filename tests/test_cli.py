@@ -119,3 +119,19 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 def test_parser_rejects_unknown_dhcp_mode() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--dhcp-mode", "sometimes"])
+
+
+def test_parser_builds_for_a_user_without_a_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's user may have no resolvable home (no HOME, no passwd entry): the parser,
+    built on every start, must not depend on one."""
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.setenv("DRAGONFLY_SERVER_STATE_DIR", "/srv/df")
+    args = build_parser().parse_args(["serve", "--port", "3001"])
+    assert args.command == "serve" and args.serve_port == 3001
+    from dragonfly.discovery_image import default_cache
+
+    assert default_cache() == Path("/srv/df/cache/discovery")

@@ -280,7 +280,9 @@ async def test_sixty_concurrent_busybox_downloads(served: Served, tmp_path: Path
     assert all(rc == 0 for rc, _ in results), [log for rc, log in results if rc][:3]
     assert all(out.read_bytes() == want for out in outs)
     records = await served.wait_records(60)
-    assert len({(r.client_ip, r.client_port) for r in records}) == 60
+    # One record per transfer. (Client ports need not all differ: the kernel may hand a
+    # finished client's ephemeral port to one that starts later.)
+    assert len(records) == 60
     assert all(r.ok and r.bytes_sent == len(want) for r in records)
     assert served.server.stats.completed == 60 and served.server.active == 0
 
