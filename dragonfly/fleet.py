@@ -71,6 +71,8 @@ class Fleet:
         self._revs: dict[str, int] = {}
         self._search: dict[str, str] = {}
         self._by_mac: dict[str, str] = {}  # every NIC's MAC -> machine id (DHCP's hot path)
+        self._names: Counter[str] = Counter()  # check-ins name new machines uniquely
+        self._adding: Counter[str] = Counter()  # names of machines being added right now
         self._active: dict[str, Workflow] = {}
         self._ids = _SortableIds()
         self._listening = False
@@ -95,7 +97,7 @@ class Fleet:
     def _on_change(self, change: Change) -> None:
         if change.kind == MACHINE:
             if change.op == "delete":
-                self._forget_macs(change.key)
+                self._forget_indexes(change.key)
                 self._machines.pop(change.key, None)
                 self._revs.pop(change.key, None)
                 self._search.pop(change.key, None)
@@ -111,18 +113,22 @@ class Fleet:
                 else:
                     self._active.pop(wf.id, None)
 
-    def _forget_macs(self, key: str) -> None:
+    def _forget_indexes(self, key: str) -> None:
         old = self._machines.get(key)
         if old is not None:
             for mac in (old.mac, *old.macs):
                 if self._by_mac.get(mac) == key:
                     del self._by_mac[mac]
+            self._names[old.name] -= 1
+            if self._names[old.name] <= 0:
+                del self._names[old.name]
 
     def _cache_machine(self, key: str, rev: int, data: dict[str, Any]) -> None:
         machine = Machine.from_dict(data)
-        self._forget_macs(key)
+        self._forget_indexes(key)
         for mac in (machine.mac, *machine.macs):
             self._by_mac[mac] = key
+        self._names[machine.name] += 1
         self._machines[key] = machine
         self._revs[key] = rev
         self._search[key] = machine.search_text()
@@ -162,6 +168,9 @@ class Fleet:
         matches.sort(key=SORT_KEYS[sort], reverse=order == "desc")
         return MachinePage(matches[offset:offset + limit], len(matches), dict(states))
 
+    def name_taken(self, name: str) -> bool:
+        return name in self._names or name in self._adding
+
     def get_machine(self, machine_id: str) -> Machine:
         machine = self._machines.get(machine_id)
         if machine is None:
@@ -182,10 +191,17 @@ class Fleet:
 
     async def add_machine(self, machine: Machine, message: str = "Machine registered") -> Machine:
         machine.created_at = machine.updated_at = self.clock()
-        await self.store.commit([
-            Put(MACHINE, machine.id, machine.to_dict(), expect_rev=0),
-            self._history_op(machine.id, "state", message, {"state": machine.state.value}),
-        ])
+        # Claimed before the first await, so a concurrent check-in choosing a name sees it.
+        self._adding[machine.name] += 1
+        try:
+            await self.store.commit([
+                Put(MACHINE, machine.id, machine.to_dict(), expect_rev=0),
+                self._history_op(machine.id, "state", message, {"state": machine.state.value}),
+            ])
+        finally:
+            self._adding[machine.name] -= 1
+            if self._adding[machine.name] <= 0:
+                del self._adding[machine.name]
         return self.get_machine(machine.id)
 
     async def update_machine(self, machine_id: str,

@@ -279,6 +279,24 @@ async def test_name_collision_gets_a_suffix(fleet: Fleet) -> None:
     assert b["name"] == "web-beef"
 
 
+async def test_concurrent_new_machines_never_share_a_name(fleet: Fleet) -> None:
+    """Twelve machines whose addresses all resolve to one name, several with MACs ending
+    alike, checking in at once: every one gets a different name."""
+    macs = [f"02:00:00:{i:02x}:be:ef" for i in range(6)] + [
+        f"02:00:{i:02x}:00:be:ef" for i in range(1, 7)]
+    bodies = [report_body(boot_mac=mac, dmi={}, nics=[{"name": "eth0", "mac": mac}])
+              for mac in macs]
+    answers = await asyncio.gather(*(
+        checkin.handle_checkin(fleet, parse_report(body), None, Names("web"))
+        for body in bodies))
+    names = [a["name"] for a in answers]
+    assert len(set(names)) == 12 and "web" in names, sorted(names)
+    assert fleet.machine_count() == 12
+    await fleet.delete_machine(answers[0]["machine_id"])
+    assert not fleet.name_taken(names[0])
+    assert all(fleet.name_taken(name) for name in names[1:])
+
+
 async def test_heartbeat_refreshes_and_delivers_commands(fleet: Fleet) -> None:
     now = [100.0]
     fleet.clock = lambda: now[0]

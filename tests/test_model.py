@@ -61,3 +61,23 @@ def test_normalise_mac() -> None:
     assert normalise_mac("52-54-00-AB-cd-01") == "52:54:00:ab:cd:01"
     with pytest.raises(InvalidInput):
         normalise_mac("52:54:00")
+
+
+def test_machine_to_dict_is_a_deep_copy_equal_to_asdict() -> None:
+    from dataclasses import asdict
+
+    from dragonfly.model import Machine
+
+    machine = Machine(id="m1", name="n", state=State.READY, mac="02:00:00:00:00:01",
+                      macs=["02:00:00:00:00:01"], cpu={"model": "x", "flags": ["a", "b"]},
+                      disks=[{"name": "sda", "size_bytes": 1, "smart": {"ok": True}}],
+                      nics=[{"name": "eth0", "mac": "02:00:00:00:00:01"}],
+                      bmc={"address": "10.0.0.9"}, tags=["t"])
+    data = machine.to_dict()
+    assert data == {**asdict(machine), "state": "ready"}
+    data["cpu"]["flags"].append("c")
+    data["disks"][0]["smart"]["ok"] = False
+    data["tags"].append("u")
+    assert machine.cpu["flags"] == ["a", "b"] and machine.disks[0]["smart"]["ok"] is True
+    assert machine.tags == ["t"]
+    assert Machine.from_dict(machine.to_dict()) == machine

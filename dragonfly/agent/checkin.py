@@ -365,10 +365,16 @@ def find_reporting_machine(fleet: Fleet, report: Report) -> Machine | None:
 
 
 def _unique_name(fleet: Fleet, name: str, mac: str) -> str:
-    taken = {m.name for m in fleet.list_machines(q=name, limit=10_000).items}
-    if name not in taken:
-        return name
-    return f"{name}-{mac.replace(':', '')[-4:]}"
+    """``name``, else ``name-`` the MAC's last hex digits, else a counter: never a duplicate."""
+    digits = mac.replace(":", "")
+    candidates = [name, f"{name}-{digits[-4:]}", f"{name}-{digits[-6:]}"]
+    for candidate in candidates:
+        if not fleet.name_taken(candidate):
+            return candidate
+    n = 2
+    while fleet.name_taken(f"{candidates[-1]}-{n}"):
+        n += 1
+    return f"{candidates[-1]}-{n}"
 
 
 async def handle_checkin(fleet: Fleet, report: Report, client_ip: str | None,
