@@ -72,6 +72,8 @@ class Fleet:
         self._search: dict[str, str] = {}
         self._by_mac: dict[str, str] = {}  # every NIC's MAC -> machine id (DHCP's hot path)
         self._names: Counter[str] = Counter()  # check-ins name new machines uniquely
+        # SMBIOS UUID -> ids in arrival order (junk UUIDs are shared by many machines).
+        self._by_uuid: dict[str, dict[str, None]] = {}
         self._adding: Counter[str] = Counter()  # names of machines being added right now
         self._active: dict[str, Workflow] = {}
         self._ids = _SortableIds()
@@ -122,6 +124,11 @@ class Fleet:
             self._names[old.name] -= 1
             if self._names[old.name] <= 0:
                 del self._names[old.name]
+            same_uuid = self._by_uuid.get(old.smbios_uuid)
+            if same_uuid is not None:
+                same_uuid.pop(key, None)
+                if not same_uuid:
+                    del self._by_uuid[old.smbios_uuid]
 
     def _cache_machine(self, key: str, rev: int, data: dict[str, Any]) -> None:
         machine = Machine.from_dict(data)
@@ -129,6 +136,8 @@ class Fleet:
         for mac in (machine.mac, *machine.macs):
             self._by_mac[mac] = key
         self._names[machine.name] += 1
+        if machine.smbios_uuid:
+            self._by_uuid.setdefault(machine.smbios_uuid, {})[key] = None
         self._machines[key] = machine
         self._revs[key] = rev
         self._search[key] = machine.search_text()
@@ -183,10 +192,8 @@ class Fleet:
             key = self._by_mac.get(mac)
             if key is not None:
                 return self._machines[key]
-        if smbios_uuid:
-            for machine in self._machines.values():
-                if machine.smbios_uuid == smbios_uuid:
-                    return machine
+        for key in self._by_uuid.get(smbios_uuid, ()) if smbios_uuid else ():
+            return self._machines[key]
         return None
 
     async def add_machine(self, machine: Machine, message: str = "Machine registered") -> Machine:

@@ -13,7 +13,7 @@ from dragonfly.agent import checkin
 from dragonfly.agent.checkin import AgentCommands, Heartbeat, parse_heartbeat, parse_report
 from dragonfly.errors import InvalidInput, NotFound
 from dragonfly.fleet import Fleet
-from dragonfly.model import State
+from dragonfly.model import Machine, State
 from dragonfly.store import SqliteStore
 
 UUID = "8c1f2e3d-4b5a-4c6d-8e7f-0123456789ab"
@@ -340,3 +340,19 @@ def test_report_body_is_not_mutated() -> None:
     before = copy.deepcopy(body)
     parse_report(body)
     assert body == before
+
+
+async def test_uuid_identity_follows_updates_and_deletes(fleet: Fleet) -> None:
+    first = await checkin.handle_checkin(fleet, parse_report(report_body()), None, Names())
+    machine_id = first["machine_id"]
+    assert fleet.find_machine((), UUID) is fleet.get_machine(machine_id)
+    new_uuid = "4c4c4544-0042-3510-8052-b4c04f4e4432"
+
+    def move(m: Machine) -> None:
+        m.smbios_uuid = new_uuid
+
+    await fleet.update_machine(machine_id, move)
+    assert fleet.find_machine((), UUID) is None
+    assert fleet.find_machine((), new_uuid) is fleet.get_machine(machine_id)
+    await fleet.delete_machine(machine_id)
+    assert fleet.find_machine((), new_uuid) is None and not fleet.name_taken("node-a")
