@@ -81,9 +81,55 @@ FAILURES = (
     "signatures and retry",
 )
 
+# Why a deployment stops, by the stage (native) or action (Tinkerbell) it stops in, so the
+# reason always names the step the progress bar shows as failed. ``FAILURES`` are among them.
+STAGE_FAILURES: dict[str, tuple[str, ...]] = {
+    "boot deployment environment": (
+        FAILURES[3],
+        "boot deployment environment: no DHCP request within 5 minutes of the BMC power "
+        "cycle; is network boot enabled on eno1np0?",
+    ),
+    "partition disk": (FAILURES[1],),
+    "stream image": (
+        FAILURES[0],
+        "stream image: the image server connection dropped and 3 retries failed "
+        "(connection reset by peer)",
+    ),
+    "write cloud-init seed": (FAILURES[4],),
+    "install bootloader": (
+        "install bootloader: no EFI system partition on the target disk; the machine booted "
+        "in legacy BIOS mode, switch it to UEFI in the BMC",
+    ),
+    "reboot into OS": (FAILURES[2],),
+    "stream-image": (
+        "stream-image (image2disk): HTTP 404 fetching the image from the Hook image server; "
+        "sync the OS image and retry",
+        "stream-image (image2disk): write /dev/nvme0n1: input/output error; the drive "
+        "logged media errors",
+    ),
+    "write-netplan": (
+        "write-netplan (writefile): mount /dev/sda2: unknown filesystem type 'LVM2_member'; "
+        "the template's DEST_DISK points at the wrong partition",
+    ),
+    "kexec-into-os": (
+        "kexec-into-os (kexec): no phone-home within 10 minutes of the kexec; the console "
+        "shows a kernel panic (VFS: unable to mount root fs)",
+    ),
+}
+
 MAINTENANCE_REASONS = (
     "DIMM B2 reports correctable ECC errors; replacement ordered",
     "Moved to rack C3; cabling not finished",
+    "BMC firmware update scheduled (iDRAC/iLO to the latest release)",
+    "PSU 2 failed; the vendor's engineer is due tomorrow",
+    "Disk 3 predicted to fail (SMART: reallocated sectors rising); swap pending",
+)
+
+# The simulated operator decommissions old machines through maintenance, then deletes them.
+RETIRE_REASONS = (
+    "Decommissioning: out of warranty; will be removed from the inventory",
+    "Decommissioning: replaced by newer hardware; will be removed from the inventory",
+    "Decommissioning: lease ends this month; will be removed from the inventory",
 )
 
 
