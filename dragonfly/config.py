@@ -131,9 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
             "OS template deployed automatically to newly adopted machines. Empty: none."),
     Setting("boot", "allowed_networks", list, [],
             "CIDRs (IPv4 and IPv6) machines may boot and check in from: the iPXE script, "
-            "discovery kernel and initrd, loaders over HTTP, agent check-ins and heartbeats. "
-            "Others get 403. Empty: "
-            "any address, as before this setting existed (the machines' networks, relayed "
+            "discovery kernel and initrd, loaders over HTTP, agent check-ins and heartbeats "
+            "(others get 403), TFTP (refused), and relayed DHCP (answered only for relays "
+            "inside; DHCP on the local segment has no address to check). Empty: any "
+            "address, as before this setting existed (the machines' networks, relayed "
             "ones included, are not known at install time); set it to the provisioning "
             "networks. The panel and API allowlist (security.allowlist) is separate."),
     Setting("security", "front_page", str, "login",

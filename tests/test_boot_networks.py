@@ -16,7 +16,9 @@ import pytest
 from dragonfly.auth.allowlist import allowed, parse_address, parse_networks
 from dragonfly.auth.settings import RUNTIME_KEYS, SECURITY_KEYS
 from dragonfly.bootlog import diagnose
+from dragonfly.bootstack import BOOT_KEYS
 from dragonfly.config import SETTINGS_BY_KEY, Config
+from dragonfly.dhcp.wiring import boot_networks
 from dragonfly.errors import InvalidInput
 from tests.test_agent_checkin import report_body
 from tests.test_auth_fixtures import (
@@ -74,11 +76,13 @@ def test_setting_is_declared_validated_and_runtime_changeable() -> None:
     assert setting.type is list and setting.default == []  # empty: any address, as before
     assert "security.allowlist" in setting.help and "Empty" in setting.help
     assert "boot.allowed_networks" in SECURITY_KEYS and "boot.allowed_networks" in RUNTIME_KEYS
+    assert "boot.allowed_networks" in BOOT_KEYS  # a change rebuilds DHCP and TFTP
     config = Config.load(None, env={"DRAGONFLY_BOOT_ALLOWED_NETWORKS":
                                     "10.0.0.0/24, fd00:1::/64"})
     assert config["boot.allowed_networks"] == ["10.0.0.0/24", "fd00:1::/64"]
     with pytest.raises(InvalidInput, match="boot.allowed_networks.*not a CIDR"):
         Config.load(None, env={}, overrides={"boot.allowed_networks": ["10.0.0.0/33"]})
+    assert [str(n) for n in boot_networks(config.as_dict())] == ["10.0.0.0/24", "fd00:1::/64"]
 
 
 def test_the_check_itself() -> None:
@@ -231,3 +235,33 @@ async def test_security_api_changes_and_audits_the_boot_networks(aiohttp_client:
     text = await page.text()
     assert 'name="boot.allowed_networks"' in text and "fd00:20::/64" in text
 
+
+async def test_boot_stack_hands_the_networks_to_dhcp_and_tftp(tmp_path: Any) -> None:
+    """Built, never started (binding UDP 67 here would answer the host's real network)."""
+    from dragonfly.bootlog import BootLog
+    from dragonfly.bootstack import build_boot_stack
+    from dragonfly.fleet import Fleet
+    from dragonfly.loaders import Loaders
+    from dragonfly.store import SqliteStore
+
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        def stack(networks: list[str]) -> Any:
+            config = Config.load(None, env={}, overrides={
+                "server.state_dir": str(tmp_path), "boot.dhcp_mode": "auto",
+                "boot.interface": "lo", "boot.address": "192.0.2.1",
+                "boot.allowed_networks": networks})
+            return build_boot_stack(config.as_dict(), store, Fleet(store), BootLog(store),
+                                    Loaders(tmp_path))
+
+        open_stack = stack([])
+        assert open_stack.tftp.allow_client is None
+        assert not open_stack.dhcp.responder.check_relays
+        closed = stack(["10.0.0.0/24", "fd00::/64"])
+        assert closed.tftp.allow_client("10.0.0.9") and closed.tftp.allow_client("fd00::9")
+        assert not closed.tftp.allow_client("10.0.1.9")
+        assert closed.dhcp.responder._relay_allowed("10.0.0.1")
+        assert not closed.dhcp.responder._relay_allowed("10.0.1.1")
+    finally:
+        await store.close()
