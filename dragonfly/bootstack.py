@@ -149,6 +149,7 @@ class BootEdge:
         self.error = ""
         self._restart: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._built_from: dict[str, Any] | None = None  # the settings the stack was built from
 
     async def effective_settings(self) -> dict[str, Any]:
         values = self.config.as_dict()
@@ -180,6 +181,8 @@ class BootEdge:
                                                                name="boot-edge-rebuild")
 
     async def _rebuild(self) -> None:
+        if self.stack is not None and self._built_from == await self.effective_settings():
+            return  # stored again unchanged (the Security page saves its whole form)
         log.info("boot settings changed: restarting DHCP and TFTP")
         await self._bring_down()
         await self._bring_up()
@@ -187,6 +190,7 @@ class BootEdge:
     async def _bring_up(self) -> None:
         async with self._lock:
             values = await self.effective_settings()
+            self._built_from = values
             try:
                 stack = build_boot_stack(values, self.store, self.fleet, self.bootlog,
                                          self.loaders)
