@@ -43,6 +43,7 @@ STEP_LABELS: dict[str, str] = {
     "initrd": "Initrd fetched",
     "checkin": "Agent check-in",
     "heartbeat": "Heartbeat",
+    "boot_refused": "Refused (boot networks)",
 }
 
 
@@ -81,6 +82,10 @@ def diagnose(steps: list[dict[str, Any]], now: float) -> str | None:
         return None
     if step == "dhcp_ignored":
         return f"its DHCP request was not answered: {last['detail'].get('reason', 'unknown')}"
+    if step == "boot_refused":
+        return (f"its request for {last['detail'].get('path', 'a boot file')} came from "
+                f"{last['detail'].get('ip', '?')}, outside boot.allowed_networks: add its "
+                "network there (Security page or `dragonfly security set`)")
     if step == "tftp_error":
         return (f"the loader transfer failed: {last['detail'].get('error', 'unknown error')} "
                 f"({last['detail'].get('file', '?')})")

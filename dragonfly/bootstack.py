@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dragonfly.auth.allowlist import allowed, parse_address
 from dragonfly.boot.registry import BootRegistry
 from dragonfly.bootlog import BootLog
 from dragonfly.config import Config
 from dragonfly.dhcp.netif import default_route_interface, interface_ipv4
 from dragonfly.dhcp.server import DhcpService
-from dragonfly.dhcp.wiring import registry_from_settings, service_from_settings
+from dragonfly.dhcp.wiring import boot_networks, registry_from_settings, service_from_settings
 from dragonfly.errors import DragonflyError
 from dragonfly.fleet import Fleet
 from dragonfly.loaders import Loaders
@@ -113,14 +114,21 @@ def build_boot_stack(config: Mapping[str, Any], store: Store, fleet: Fleet, boot
     stack.dhcp = service_from_settings(
         {**values, "boot.interface": interface or ""}, server_ip=address,
         http_port=config["server.port"], store=store, allow=allow, on_event=bootlog.record)
+    networks = boot_networks(values)
+
+    def allow_client(ip: str) -> bool:
+        return allowed(networks, parse_address(ip))
+
     stack.tftp = TftpServer(stack.loader_file, host="0.0.0.0", port=config["boot.tftp_port"],
-                            interface=interface, on_transfer=stack.on_tftp_transfer)
+                            interface=interface, on_transfer=stack.on_tftp_transfer,
+                            allow_client=allow_client if networks else None)
     return stack
 
 
 # Settings whose change rebuilds the DHCP and TFTP services.
 BOOT_KEYS = frozenset({"boot.interface", "boot.dhcp_mode", "boot.dhcp_range",
-                       "boot.dhcp_reservations", "boot.loader_uefi", "boot.address"})
+                       "boot.dhcp_reservations", "boot.loader_uefi", "boot.address",
+                       "boot.allowed_networks"})
 SETTING_KIND = "setting"  # documents the first-run wizard and the security page store
 
 
@@ -141,6 +149,7 @@ class BootEdge:
         self.error = ""
         self._restart: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._built_from: dict[str, Any] | None = None  # the settings the stack was built from
 
     async def effective_settings(self) -> dict[str, Any]:
         values = self.config.as_dict()
@@ -172,6 +181,8 @@ class BootEdge:
                                                                name="boot-edge-rebuild")
 
     async def _rebuild(self) -> None:
+        if self.stack is not None and self._built_from == await self.effective_settings():
+            return  # stored again unchanged (the Security page saves its whole form)
         log.info("boot settings changed: restarting DHCP and TFTP")
         await self._bring_down()
         await self._bring_up()
@@ -179,6 +190,7 @@ class BootEdge:
     async def _bring_up(self) -> None:
         async with self._lock:
             values = await self.effective_settings()
+            self._built_from = values
             try:
                 stack = build_boot_stack(values, self.store, self.fleet, self.bootlog,
                                          self.loaders)

@@ -132,12 +132,20 @@ SETTINGS: tuple[Setting, ...] = (
             "HTTP). Empty: the boot interface's IPv4 address."),
     Setting("boot", "default_os", str, "",
             "OS template deployed automatically to newly adopted machines. Empty: none."),
+    Setting("boot", "allowed_networks", list, [],
+            "CIDRs (IPv4 and IPv6) machines may boot and check in from: the iPXE script, "
+            "discovery kernel and initrd, loaders over HTTP, agent check-ins and heartbeats "
+            "(others get 403), TFTP (refused), and relayed DHCP (answered only for relays "
+            "inside; DHCP on the local segment has no address to check). Empty: any "
+            "address, as before this setting existed (the machines' networks, relayed "
+            "ones included, are not known at install time); set it to the provisioning "
+            "networks. The panel and API allowlist (security.allowlist) is separate."),
     Setting("security", "front_page", str, "login",
             "Who may use the panel: open (read-only without login), login, admin (admins only).",
             ("open", "login", "admin")),
     Setting("security", "allowlist", list, [],
             "CIDRs (IPv4 and IPv6) allowed to reach the panel and API. Empty: everyone. "
-            "Boot and agent endpoints are not affected."),
+            "Boot and agent endpoints are not affected (see boot.allowed_networks)."),
     Setting("security", "require_mfa", bool, False,
             "Every account must enroll TOTP two-factor authentication before it can use the "
             "panel (API tokens are not affected)."),
@@ -223,7 +231,7 @@ def _validate(values: Mapping[str, Any]) -> None:
     port = values["server.port"]
     if not 0 <= port <= 65535:
         raise InvalidInput(f"server.port: {port} is not a TCP port")
-    for key in ("security.allowlist", "security.trusted_proxies"):
+    for key in ("security.allowlist", "security.trusted_proxies", "boot.allowed_networks"):
         for cidr in values[key]:
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -195,6 +195,29 @@ async def test_lockout_by_address_behind_a_trusted_proxy(aiohttp_client: Any) ->
     assert r.status == 200
 
 
+async def test_lockout_counts_an_ipv6_client_by_its_64(aiohttp_client: Any) -> None:
+    """A host with a /64 cannot dodge the per-address limit by changing its interface id."""
+    client = await installed_client(aiohttp_client, **{
+        "security.login_max_failures": 100, "security.login_max_failures_per_address": 3,
+        "security.trusted_proxies": ["127.0.0.1/32"]})
+    await setup_admin(client)
+
+    async def attempt(address: str, password: str = "nope!!") -> int:
+        r = await client.post("/api/auth/login", json={"name": "admin", "password": password},
+                              headers={"X-Forwarded-For": address})
+        return r.status
+
+    for i in range(3):
+        assert await attempt(f"2001:db8:5:6::{i + 1:x}") == 401
+    assert await attempt("2001:db8:5:6:aaaa:bbbb:cccc:dddd", ADMIN_PASSWORD) == 429
+    assert await attempt("2001:db8:5:7::1", ADMIN_PASSWORD) == 200  # the next /64
+    # The audit keeps each full address.
+    admin = await login(client, "admin", ADMIN_PASSWORD)
+    failed = await body(await client.get("/api/audit?action=login.failed",
+                                         headers=admin.headers()))
+    assert {e["address"] for e in failed} == {f"2001:db8:5:6::{i}" for i in (1, 2, 3)}
+
+
 # --- TOTP and recovery codes ----------------------------------------------------------------
 
 async def enroll(client: Client, who: Who, clock: Clock) -> tuple[str, list[str]]:

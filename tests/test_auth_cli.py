@@ -142,6 +142,22 @@ def test_serve_prints_setup_token_and_cli_manages_a_running_instance(server: Ser
     assert request(server, "GET", "/api/machines", headers=admin)[0] == 200
     assert cli(server.state, "security", "set", "security.allowlist",
                "not-a-cidr").returncode == 2
+    # The boot networks, set from the shell: boot routes refuse this address, the panel not.
+    result = cli(server.state, "security", "set", "boot.allowed_networks",
+                 "192.0.2.0/24,2001:db8::/32")
+    assert result.returncode == 0, result.stderr
+    assert '["192.0.2.0/24", "2001:db8::/32"]' in result.stdout
+    beat = {"machine_id": "unknown"}
+    status, data, _ = request(server, "POST", "/api/agent/heartbeat", beat)
+    assert status == 403 and data["detail"]["refused"] == "boot_networks"
+    assert request(server, "GET", "/api/machines", headers=admin)[0] == 200
+    shown = cli(server.state, "security", "show").stdout
+    assert 'boot.allowed_networks = ["192.0.2.0/24", "2001:db8::/32"]  (panel)' in shown
+    assert cli(server.state, "security", "reset", "boot.allowed_networks").returncode == 0
+    status, data, _ = request(server, "POST", "/api/agent/heartbeat", beat)
+    assert status == 404, data  # reached: this machine is unknown
+    assert cli(server.state, "security", "set", "boot.allowed_networks",
+               "10.0.0.0/33").returncode == 2
 
     # A forgotten password: set a new one; the old sessions end.
     result = cli(server.state, "user", "passwd", "admin", "--generate")

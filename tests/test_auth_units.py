@@ -10,7 +10,7 @@ import pytest
 from dragonfly.auth import passwords, totp
 from dragonfly.auth.allowlist import allowed, client_address, parse_address, parse_networks
 from dragonfly.auth.policy import Caller, decide, effective_caller
-from dragonfly.auth.throttle import LoginThrottle
+from dragonfly.auth.throttle import LoginThrottle, address_key
 from dragonfly.errors import InvalidInput
 from tests.test_auth_fixtures import Clock, oathtool
 
@@ -118,15 +118,81 @@ def test_throttle_locks_out_and_forgets() -> None:
     throttle = LoginThrottle(clock)
     for _ in range(3):
         assert throttle.retry_after("u:bob", 3, 60) == 0
-        throttle.fail("u:bob")
+        throttle.fail("u:bob", 3, 60)
     assert throttle.retry_after("u:bob", 3, 60) == pytest.approx(60)
     clock.advance(30)
     assert throttle.retry_after("u:bob", 3, 60) == pytest.approx(30)
     clock.advance(31)
     assert throttle.retry_after("u:bob", 3, 60) == 0
-    throttle.fail("u:bob")
+    throttle.fail("u:bob", 1, 60)
     throttle.clear("u:bob")
     assert throttle.retry_after("u:bob", 1, 60) == 0
+
+
+def test_a_flood_of_keys_does_not_lift_a_lockout() -> None:
+    """Past its cap the throttle evicts, never forgets everything: an attacker with many
+    addresses or made-up names cannot reset a target account's lock-out."""
+    clock = Clock()
+    throttle = LoginThrottle(clock, max_keys=100)
+    for _ in range(3):
+        throttle.fail("u:alice", 3, 600)
+    for i in range(5000):
+        clock.advance(0.01)
+        throttle.fail(f"a:10.{i // 250}.{i % 250}.1", 20, 600)
+        assert len(throttle) <= 101
+    assert throttle.retry_after("u:alice", 3, 600) > 500
+    # The newest key always survives its own eviction round.
+    assert throttle.retry_after("a:10.19.249.1", 1, 600) > 0
+
+
+def test_throttle_evicts_expired_then_unlocked_then_locked() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock, max_keys=10)
+    for i in range(4):
+        throttle.fail(f"u:old{i}", 5, 60)
+    clock.advance(61)  # the old ones have expired
+    for i in range(7):
+        throttle.fail(f"u:new{i}", 5, 60)
+    # 11 keys pass the cap: every expired key goes, nothing else needs to.
+    assert sorted(throttle._failures) == [f"u:new{i}" for i in range(7)]
+
+    # Locked keys outlive newer keys that are not locked.
+    throttle = LoginThrottle(clock, max_keys=10)
+    for i in range(3):
+        for _ in range(2):
+            throttle.fail(f"u:locked{i}", 2, 60)
+    for i in range(8):
+        clock.advance(1)
+        throttle.fail(f"a:192.0.2.{i}", 5, 60)
+    assert len(throttle) == 9
+    assert {f"u:locked{i}" for i in range(3)} <= set(throttle._failures)
+    assert "a:192.0.2.0" not in throttle._failures  # least recently failed went first
+    assert "a:192.0.2.1" not in throttle._failures
+    assert all(throttle.retry_after(f"u:locked{i}", 2, 60) > 0 for i in range(3))
+
+    # Only locked keys left: the memory bound wins, soonest-ending lock-outs go first, never
+    # the key that just failed.
+    throttle = LoginThrottle(clock, max_keys=10)
+    for i in range(11):
+        clock.advance(1)
+        throttle.fail(f"u:l{i}", 1, 600)
+    assert len(throttle) == 9
+    assert "u:l0" not in throttle._failures and "u:l1" not in throttle._failures
+    assert throttle.retry_after("u:l10", 1, 600) > 0
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("", ""),
+    ("not an address", "not an address"),
+])
+def test_throttle_counts_ipv6_clients_by_their_64(address: str, key: str) -> None:
+    assert address_key(address) == key
 
 
 def test_policy_table() -> None:

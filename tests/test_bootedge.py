@@ -47,3 +47,32 @@ async def test_stored_settings_apply_and_changes_rebuild(tmp_path: Path) -> None
         await edge.stop()
         fleet.stop()
         await store.close()
+
+
+async def test_boot_networks_rebuild_only_when_changed(tmp_path: Path) -> None:
+    """The Security page saves its whole form: a boot setting stored again unchanged must not
+    restart DHCP and TFTP; a real change does."""
+    store = SqliteStore(":memory:")
+    await store.open()
+    config = Config.load(None, env={}, overrides={"server.state_dir": str(tmp_path),
+                                                  "boot.dhcp_mode": "off",
+                                                  "boot.address": "192.0.2.1"})
+    fleet = Fleet(store)
+    await fleet.start()
+    edge = BootEdge(config, store, fleet, BootLog(store))
+    try:
+        await edge.start()
+        first = edge.stack
+        await store.put("setting", "boot.allowed_networks", {"value": []})  # as before
+        await asyncio.sleep(0.05)
+        assert edge.stack is first
+        await store.put("setting", "boot.allowed_networks", {"value": ["10.0.0.0/24"]})
+        for _ in range(100):
+            if edge.stack is not None and edge.stack is not first:
+                break
+            await asyncio.sleep(0.01)
+        assert edge.stack is not None and edge.stack is not first
+    finally:
+        await edge.stop()
+        fleet.stop()
+        await store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -193,6 +194,28 @@ async def test_relayed_discover_is_answered_to_the_relay(start: Factory,
     assert r.giaddr == "127.0.0.1" and r.boot_file == "undionly.kpxe"
     assert o.relay_agent(r) == {1: b"ge-0/0/7"}
     await client.nothing(0.1)
+
+
+async def test_relays_outside_the_boot_networks_are_ignored(start: Factory,
+                                                           peers: tuple[Peer, Peer]) -> None:
+    """boot.allowed_networks: a relayed request is answered only for a relay inside them; a
+    request on the local segment has no address to judge and is answered as before."""
+    client, relay = peers
+    svc, events = await start(relay_networks=[ip_network("192.0.2.0/24"),
+                                              ip_network("2001:db8::/32")])
+    p = discover(xid=7)
+    p.giaddr, p.hops = "127.0.0.1", 1
+    client.send(encode(p), svc.bound_ports[0])
+    await relay.nothing()
+    assert svc.counters.ignored_by_reason["relay outside boot.allowed_networks"] == 1
+    assert events[-1][1] == "dhcp_ignored" and "boot.allowed_networks" in \
+        events[-1][2]["reason"]
+    client.send(encode(discover(xid=8)), svc.bound_ports[0])
+    assert (await client.reply()).xid == 8
+    await svc.stop()
+    svc, _ = await start(relay_networks=[ip_network("127.0.0.0/8")])
+    client.send(encode(p), svc.bound_ports[0])
+    assert (await relay.reply()).xid == 7
 
 
 async def test_http_boot_client_gets_url_and_httpclient(start: Factory,

@@ -8,6 +8,10 @@ front page lets anonymous callers read; an admin front page admits admins only; 
 actions need at least the role in ACTIONS; tokens cannot reach /api/account nor create tokens.
 A refusal by the access rules is a 401/403 whose ``detail.refused`` is "access"; anything else
 (200, 400, 404, 409, 423, a handler's own 401 for a wrong password) means the route was reached.
+
+For the security-critical routes (CRITICAL) the expected level is not taken from the route's
+declaration at all: it is written in this file, the declaration must match it, and the walk
+expects it, so a route declared or enforced at the wrong level fails here.
 """
 
 from __future__ import annotations
@@ -37,6 +41,89 @@ RANK = {"anonymous": 0, "viewer": 1, "user": 2, "admin": 3}
 LEVEL = {"public": 0, "read": 1, "user": 2, "admin": 3}
 ACTIONS = {"adopt": "user", "deploy": "admin", "reimage": "admin", "release": "admin",
            "maintenance": "admin", "resume": "admin"}
+ACTION_PATH = "/api/machines/{id}/actions/{action}"
+
+# The security-critical routes and the access each must be enforced at, written down by hand.
+# The walk below otherwise takes a route's level from the route's own OpenAPI declaration, so a
+# route declared too low would pass it; with this table the declaration must say this, and the
+# walk expects this level whatever the route declares. Lifecycle actions are one route whose
+# level depends on the action: its entries are (method, path with the action filled in).
+# "agent" routes are here too: declared anything else, they would escape the boot networks.
+CRITICAL: dict[tuple[str, str], str] = {
+    ("DELETE", "/api/machines/{id}"): "admin",
+    ("POST", "/api/machines"): "admin",
+    # people
+    ("GET", "/api/users"): "admin",
+    ("POST", "/api/users"): "admin",
+    ("GET", "/api/users/{name}"): "admin",
+    ("PATCH", "/api/users/{name}"): "admin",
+    ("DELETE", "/api/users/{name}"): "admin",
+    ("POST", "/api/users/{name}/reset-mfa"): "admin",
+    # API tokens (each caller sees and revokes their own; admins everyone's)
+    ("GET", "/api/tokens"): "user",
+    ("POST", "/api/tokens"): "user",
+    ("DELETE", "/api/tokens/{id}"): "user",
+    # one's own account
+    ("GET", "/api/account"): "user",
+    ("POST", "/api/account/password"): "user",
+    ("POST", "/api/account/mfa/enroll"): "user",
+    ("POST", "/api/account/mfa/confirm"): "user",
+    ("POST", "/api/account/mfa/disable"): "user",
+    ("POST", "/api/account/recovery-codes"): "user",
+    # settings, safety mode, locks, audit
+    ("GET", "/api/settings/security"): "admin",
+    ("PATCH", "/api/settings/security"): "admin",
+    ("GET", "/api/safety"): "read",
+    ("PUT", "/api/safety"): "admin",
+    ("GET", "/api/locks"): "read",
+    ("GET", "/api/machines/{id}/lock"): "read",
+    ("PUT", "/api/machines/{id}/lock"): "user",
+    ("DELETE", "/api/machines/{id}/lock"): "admin",
+    ("GET", "/api/audit"): "admin",
+    # lifecycle actions
+    **{("POST", ACTION_PATH.replace("{action}", a)): level for a, level in ACTIONS.items()},
+    # boot and agent routes: governed by boot.allowed_networks, never public
+    ("POST", "/api/agent/checkin"): "agent",
+    ("POST", "/api/agent/heartbeat"): "agent",
+    ("GET", "/boot/{mac}.ipxe"): "agent",
+    ("GET", "/boot/discovery/vmlinuz"): "agent",
+    ("GET", "/boot/discovery/initrd.img"): "agent",
+    ("GET", "/boot/loaders/{loader}"): "agent",
+}
+# The least level any action's route may declare: the route's own floor.
+ACTION_FLOOR = "user"
+
+
+def critical_level(method: str, path: str, action: str) -> str | None:
+    """The hand-written level of a call, or None for a route the table does not cover."""
+    if path == ACTION_PATH:
+        return CRITICAL.get((method, path.replace("{action}", action)))
+    return CRITICAL.get((method, path))
+
+
+def declaration_problems(doc: dict[str, Any]) -> list[str]:
+    """Where the OpenAPI declarations disagree with CRITICAL (or a critical route is gone)."""
+    declared = {(m.upper(), p): op["x-dragonfly-access"]
+                for p, ops in doc["paths"].items() for m, op in ops.items()}
+    problems = []
+    for (method, path), level in CRITICAL.items():
+        if path.startswith(ACTION_PATH.split("{action}")[0]):
+            continue  # checked below, as the one action route
+        got = declared.get((method, path))
+        if got != level:
+            problems.append(f"{method} {path} declares {got!r}, must be {level!r}")
+    action_op = doc["paths"].get(ACTION_PATH, {}).get("post")
+    if action_op is None:
+        problems.append(f"POST {ACTION_PATH} is gone")
+    else:
+        if action_op["x-dragonfly-access"] != ACTION_FLOOR:
+            problems.append(f"POST {ACTION_PATH} declares {action_op['x-dragonfly-access']!r}, "
+                            f"must be {ACTION_FLOOR!r}")
+        param = next(p for p in action_op["parameters"] if p["name"] == "action")
+        if set(param["schema"]["enum"]) != set(ACTIONS):
+            problems.append(f"actions {sorted(param['schema']['enum'])} differ from the table's "
+                            f"{sorted(ACTIONS)}: give each new action its level here")
+    return problems
 
 
 @dataclass
@@ -170,9 +257,12 @@ async def walk(world: World, front_page: str) -> list[str]:
     calls = 0
     for path, ops in sorted(doc["paths"].items()):
         for method, op in sorted(ops.items()):
-            access = op["x-dragonfly-access"]
+            declared = op["x-dragonfly-access"]
             streaming = "text/event-stream" in json.dumps(op["responses"])
             for url, action in concrete_paths(world, path, method.upper(), op):
+                # The hand-written level where there is one: what is enforced must match it,
+                # not merely what the route says of itself.
+                access = critical_level(method.upper(), path, action) or declared
                 for caller in world.callers:
                     status, data = await call(client, method.upper(), url, caller.who,
                                               "requestBody" in op, streaming)
@@ -207,6 +297,41 @@ async def test_openapi_lists_every_api_route(aiohttp_client: Any) -> None:
               and route.method != "HEAD"}
     assert documented == declared
     assert served <= declared
+
+
+async def test_critical_routes_declare_the_expected_access(aiohttp_client: Any) -> None:
+    client = await installed_client(aiohttp_client)
+    doc = await (await client.get("/api/openapi.json")).json()
+    problems = declaration_problems(doc)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_critical_table_catches_a_misdeclared_route() -> None:
+    """The check above fails for a route declared too low, a renamed one, or a new action."""
+    def doc(**changes: str) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        for (method, path), level in CRITICAL.items():
+            if path.startswith("/api/machines/{id}/actions/"):
+                continue
+            paths.setdefault(path, {})[method.lower()] = {"x-dragonfly-access": level}
+        paths[ACTION_PATH] = {"post": {"x-dragonfly-access": ACTION_FLOOR, "parameters": [
+            {"name": "id"}, {"name": "action", "schema": {"enum": list(ACTIONS)}}]}}
+        for key, level in changes.items():
+            method, _, path = key.partition(" ")
+            paths[path][method.lower()]["x-dragonfly-access"] = level
+        return {"paths": paths}
+
+    assert declaration_problems(doc()) == []
+    assert declaration_problems(doc(**{"DELETE /api/users/{name}": "user"})) == [
+        "DELETE /api/users/{name} declares 'user', must be 'admin'"]
+    assert declaration_problems(doc(**{"GET /boot/{mac}.ipxe": "public"}))
+    assert declaration_problems(doc(**{f"POST {ACTION_PATH}": "read"}))
+    renamed = doc()
+    renamed["paths"]["/api/audit/log"] = renamed["paths"].pop("/api/audit")
+    assert declaration_problems(renamed) == ["GET /api/audit declares None, must be 'admin'"]
+    more = doc()
+    more["paths"][ACTION_PATH]["post"]["parameters"][1]["schema"]["enum"].append("wipe")
+    assert declaration_problems(more)
 
 
 @pytest.mark.parametrize("front_page", ["login", "open", "admin"])

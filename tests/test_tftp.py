@@ -445,6 +445,26 @@ async def test_busy_server_refuses(tmp_path: Path) -> None:
         await server.stop()
 
 
+async def test_clients_outside_the_boot_networks_are_refused() -> None:
+    asked: list[str] = []
+    seen: list[str] = []
+
+    def allow(ip: str) -> bool:
+        seen.append(ip)
+        return ip != "127.0.0.1"
+
+    server = TftpServer(lambda p: asked.append(p) or b"loader", host="127.0.0.1", port=0,
+                        timeout=0.2, retries=1, allow_client=allow)
+    await server.start()
+    try:
+        got = await download(server.port, "ipxe.efi")
+        assert got.error is not None and got.error.code == ErrorCode.ACCESS_VIOLATION
+        assert "boot.allowed_networks" in got.error.message
+        assert asked == [] and seen == ["127.0.0.1"] and server.stats.refused == 1
+    finally:
+        await server.stop()
+
+
 # --- robustness -------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from dragonfly.auth.middleware import auth_of, caller_of
 from dragonfly.auth.policy import FRONT_PAGES
 from dragonfly.auth.service import DEMO_COOKIE, DEMO_ROLES
 from dragonfly.auth.sessions import COOKIE
-from dragonfly.auth.settings import Security
+from dragonfly.auth.settings import SECURITY_KEYS, Security
 from dragonfly.auth.users import ROLES
 from dragonfly.config import DHCP_MODES, MODES
 from dragonfly.errors import InvalidInput, NotFound, TooManyRequests
@@ -361,24 +361,25 @@ async def put_safety(request: web.Request) -> dict[str, Any]:
 
 # --- settings and audit ---------------------------------------------------------------------
 
-@api.get("/api/settings/security", "Security settings, each with its source (panel or "
-         "config file)", "settings", access="admin")
+@api.get("/api/settings/security", "Security settings and the boot networks, each with its "
+         "source (panel or config file)", "settings", access="admin")
 async def get_security(request: web.Request) -> list[dict[str, Any]]:
-    return [s for s in await auth_of(request).settings.describe()
-            if s["key"].startswith("security.")]
+    return [s for s in await auth_of(request).settings.describe() if s["key"] in SECURITY_KEYS]
 
 
 @api.patch("/api/settings/security", "Change security settings (front page, allowlist, MFA, "
-           "session and sign-in limits)", "settings", access="admin",
+           "session and sign-in limits, boot networks)", "settings", access="admin",
            body={"type": "object", "additionalProperties": True, "properties": {
                "security.front_page": {"type": "string", "enum": list(FRONT_PAGES)},
                "security.allowlist": {"type": "array", "items": _STR},
-               "security.require_mfa": {"type": "boolean"}}})
+               "security.require_mfa": {"type": "boolean"},
+               "boot.allowed_networks": {"type": "array", "items": _STR}}})
 async def patch_security(request: web.Request) -> list[dict[str, Any]]:
     auth = auth_of(request)
     body = await read_object(request)
-    if any(not k.startswith("security.") for k in body):
-        raise InvalidInput("only security.* settings are changed here")
+    if any(k not in SECURITY_KEYS for k in body):
+        raise InvalidInput("only security settings (security.*, boot.allowed_networks) are "
+                           "changed here", {"changeable": list(SECURITY_KEYS)})
     caller = caller_of(request)
     clean = await auth.settings.validate(body)
     if "security.allowlist" in clean and not allowed(
@@ -387,7 +388,7 @@ async def patch_security(request: web.Request) -> list[dict[str, Any]]:
                            f"{caller.address} is not in it")
     await auth.settings.set(clean, by=caller.actor)
     await auth.audit("settings.change", caller, detail={"changes": clean})
-    return [s for s in await auth.settings.describe() if s["key"].startswith("security.")]
+    return [s for s in await auth.settings.describe() if s["key"] in SECURITY_KEYS]
 
 
 @api.get("/api/audit", "The audit log, newest first", "audit", access="admin", params=(

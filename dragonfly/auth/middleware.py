@@ -1,7 +1,8 @@
 """The one enforcement point: every request passes here before its handler.
 
-In order: classify the route (declared API access, page access, static, agent), the IP
-allowlist, the Origin of unsafe requests, first-run setup, who is calling (Bearer token,
+In order: classify the route (declared API access, page access, static, agent); agent and boot
+routes check the boot networks and first-run setup and stop there; every other route checks
+the IP allowlist, the Origin of unsafe requests, first-run setup, who is calling (Bearer token,
 session cookie, demo role, or nobody), the access level against the caller's role and the
 front-page mode, token-only limits, required MFA, CSRF for cookie-authenticated changes, and
 the molly guard for destructive machine actions. API callers get JSON errors (401, 403, 423);
@@ -141,16 +142,22 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     auth = auth_of(ctx)
     route = route_of(request)
     access = classify(request, route)
-    if access == "agent":
-        # Machines booting and checking in: governed by the boot networks, not by logins or
-        # the panel's allowlist; but nothing boots before the operator finished setup.
-        if not await auth.setup_complete():
-            return _deny(request, 403, _SETUP_MESSAGE, detail={"refused": "setup"})
-        set_caller(request, Caller(via="agent"))
-        return await _call(request, handler, route, None)
-
     security = await auth.settings.security()
     address = auth.address_of(request, security)
+    if access == "agent":
+        # Machines booting and checking in: governed by the boot networks alone, never by
+        # logins or the panel's allowlist (and the boot networks open nothing else); but
+        # nothing boots before the operator finished setup.
+        if not allowed(security.boot_networks, parse_address(address)):
+            _note_boot_refusal(request, address)
+            return _deny(request, 403, f"your address {address or '(unknown)'} is not in "
+                         "this Dragonfly's boot networks (boot.allowed_networks)",
+                         detail={"refused": "boot_networks", "address": address})
+        if not await auth.setup_complete():
+            return _deny(request, 403, _SETUP_MESSAGE, detail={"refused": "setup"})
+        set_caller(request, Caller(via="agent", address=address))
+        return await _call(request, handler, route, None)
+
     if not allowed(security.allowlist, parse_address(address)):
         return _deny(request, 403, f"your address {address or '(unknown)'} is not in this "
                      "Dragonfly's allowlist (security.allowlist)", plain=True,
@@ -213,6 +220,16 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                              outcome="denied", detail={"blocked_by": "guard"})
             raise
     return await _call(request, handler, route, destructive)
+
+
+def _note_boot_refusal(request: web.Request, address: str) -> None:
+    """Log a refused boot request, and tell the boot doctor when DHCP already tied the address
+    to a MAC (never a MAC the refused client names itself: outsiders write no timelines)."""
+    log.debug("boot request %s %s from %s refused: outside boot.allowed_networks",
+             request.method, request.path, address or "(unknown)")
+    bootlog = ctx_of(request).bootlog
+    if bootlog is not None and address:
+        bootlog.record_by_ip(address, "boot_refused", {"ip": address, "path": request.path})
 
 
 async def _call(request: web.Request, handler: Any, route: Route | None,

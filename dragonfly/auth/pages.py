@@ -13,6 +13,7 @@ from dragonfly.auth import guard
 from dragonfly.auth.middleware import auth_of, caller_of, local_next, page
 from dragonfly.auth.policy import FRONT_PAGES
 from dragonfly.auth.service import DEMO_ROLES
+from dragonfly.auth.settings import SECURITY_KEYS
 from dragonfly.auth.tokens import TOKEN_ROLES
 from dragonfly.auth.users import ROLES
 from dragonfly.config import DHCP_MODES, MODES
@@ -109,7 +110,7 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
 async def security_page(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     auth = auth_of(request)
-    settings = [s for s in await auth.settings.describe() if s["key"].startswith("security.")]
+    settings = [s for s in await auth.settings.describe() if s["key"] in SECURITY_KEYS]
     locks = await guard.all_locks(ctx.store)
     names = {}
     for machine_id in locks:

@@ -28,7 +28,7 @@ from dragonfly.auth.passwords import (
 from dragonfly.auth.policy import CLEAR_SESSION_KEY, Caller
 from dragonfly.auth.sessions import COOKIE, Session, Sessions
 from dragonfly.auth.settings import RuntimeSettings, Security
-from dragonfly.auth.throttle import LoginThrottle
+from dragonfly.auth.throttle import LoginThrottle, address_key
 from dragonfly.auth.tokens import Tokens, capped_role
 from dragonfly.auth.users import USER, User, Users, validate_username
 from dragonfly.config import Config
@@ -144,7 +144,7 @@ class AuthService:
         TooManyRequests during a lock-out."""
         security = await self.settings.security()
         raw_name = name.strip().lower()[:64] if isinstance(name, str) else ""
-        user_key, addr_key = f"u:{raw_name}", f"a:{address}"
+        user_key, addr_key = f"u:{raw_name}", f"a:{address_key(address)}"
         wait = max(self.throttle.retry_after(user_key, security.max_failures, security.lockout),
                    self.throttle.retry_after(addr_key, security.max_failures_address,
                                              security.lockout))
@@ -163,12 +163,12 @@ class AuthService:
         ok = await asyncio.to_thread(verify_password, secret,
                                      user.password if user else dummy_hash())
         if user is None or not ok:
-            self.throttle.fail(user_key, addr_key)
+            self._failed(security, user_key, addr_key)
             await self.audit("login.failed", actor=raw_name, address=address,
                              outcome="failed", detail={"reason": "wrong name or password"})
             raise Unauthorized("wrong account name or password")
         if user.mfa:
-            await self._second_factor(user, code, user_key, addr_key, address)
+            await self._second_factor(user, code, user_key, addr_key, address, security)
         user.last_login = self.now()
         try:
             await self.users.save(user)
@@ -181,8 +181,12 @@ class AuthService:
                                          address=address))
         return sid, session, user
 
+    def _failed(self, security: Security, user_key: str, addr_key: str) -> None:
+        self.throttle.fail(user_key, security.max_failures, security.lockout)
+        self.throttle.fail(addr_key, security.max_failures_address, security.lockout)
+
     async def _second_factor(self, user: User, code: object, user_key: str, addr_key: str,
-                             address: str) -> None:
+                             address: str, security: Security) -> None:
         if not totp.normalise_code(code):
             raise Unauthorized("enter the 6-digit code from your authenticator app (or a "
                                "recovery code)", {"mfa_required": True})
@@ -199,7 +203,7 @@ class AuthService:
             if step is not None:
                 user.totp_last_step = step
                 return
-        self.throttle.fail(user_key, addr_key)
+        self._failed(security, user_key, addr_key)
         await self.audit("login.failed", actor=user.name, address=address, outcome="failed",
                          detail={"reason": "wrong or reused second-factor code"})
         raise Unauthorized("wrong, expired or already used code", {"mfa_required": True})
@@ -216,12 +220,12 @@ class AuthService:
         if await self.setup_complete():
             raise Conflict("setup is already complete; sign in instead")
         security = await self.settings.security()
-        key = f"s:{address}"
+        key = f"s:{address_key(address)}"
         if self.throttle.retry_after(key, security.max_failures_address, security.lockout):
             raise TooManyRequests("too many wrong setup tokens from this address; wait and "
                                   "try again")
         if not await firstrun.token_matches(self.store, body.get("setup_token")):
-            self.throttle.fail(key)
+            self.throttle.fail(key, security.max_failures_address, security.lockout)
             await self.audit("setup.failed", address=address, outcome="failed",
                              detail={"reason": "wrong setup token"})
             raise Forbidden("wrong setup token: use the one `dragonfly serve` printed at its "

@@ -18,10 +18,13 @@ from dragonfly.errors import InvalidInput
 from dragonfly.store import Delete, Put, Store
 
 SETTING = "setting"
-# What the panel may change at run time. Boot keys come from the first-run wizard.
-RUNTIME_KEYS: tuple[str, ...] = tuple(
-    [k for k in SETTINGS_BY_KEY if k.startswith("security.")]
-    + ["server.mode", "boot.interface", "boot.dhcp_mode", "boot.default_os"])
+# Changed on the Security page and through /api/settings/security: the security.* keys and the
+# boot networks (who may boot is access control too, though it governs other routes).
+SECURITY_KEYS: tuple[str, ...] = tuple(
+    [k for k in SETTINGS_BY_KEY if k.startswith("security.")] + ["boot.allowed_networks"])
+# What the panel may change at run time. The other boot keys come from the first-run wizard.
+RUNTIME_KEYS: tuple[str, ...] = SECURITY_KEYS + (
+    "server.mode", "boot.interface", "boot.dhcp_mode", "boot.default_os")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Security:
     lockout: float
     token_default_days: int
     trusted_proxies: list[Network]
+    boot_networks: list[Network]  # empty: machines may boot from anywhere
 
 
 class RuntimeSettings:
@@ -73,7 +77,8 @@ class RuntimeSettings:
             max_failures_address=v["security.login_max_failures_per_address"],
             lockout=v["security.login_lockout_minutes"] * 60.0,
             token_default_days=v["security.token_default_days"],
-            trusted_proxies=parse_networks(v["security.trusted_proxies"]))
+            trusted_proxies=parse_networks(v["security.trusted_proxies"]),
+            boot_networks=parse_networks(v["boot.allowed_networks"]))
 
     async def validate(self, changes: dict[str, Any]) -> dict[str, Any]:
         """``changes`` coerced to each setting's type, checked together with the rest."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from dragonfly.boot.memory import BootMemory
@@ -116,7 +118,8 @@ class DhcpService:
                  full: FullModeSettings | None = None, on_event: EventCallback | None = None,
                  registry: BootRegistry | None = None, http_host: str | None = None,
                  ports: DhcpPorts | None = None, pxe_discovery_control: bool = True,
-                 probe_timeout: float = 5.0) -> None:
+                 probe_timeout: float = 5.0,
+                 relay_networks: Sequence[IPv4Network | IPv6Network] = ()) -> None:
         """``server_ip``: the address advertised as server id (54); ``http_host``/
         ``http_port``: where iPXE fetches its script (default: ``server_ip``);
         ``tftp_server_ip``: next-server for loaders (default: ``server_ip``)."""
@@ -142,7 +145,7 @@ class DhcpService:
                                     tftp_server_ip or server_ip),
             server_ip=server_ip, mode=mode, allow=allow, on_event=on_event,
             memory=self.memory, pool=self.pool, targets=self.ports.targets,
-            pxe_discovery_control=pxe_discovery_control)
+            pxe_discovery_control=pxe_discovery_control, relay_networks=relay_networks)
         self._endpoints: list[_Endpoint] = []
         self.bound_ports: tuple[int, int | None] = (0, None)
         self._pending: dict[str, Lease | None] = {}

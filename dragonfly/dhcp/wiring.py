@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from dragonfly.boot.registry import BootRegistry
@@ -43,6 +44,15 @@ def full_settings(values: Mapping[str, Any], interface: str | None) -> FullModeS
         raise InvalidInput(f"full DHCP mode settings: {exc}") from None
 
 
+def boot_networks(values: Mapping[str, Any]) -> list[IPv4Network | IPv6Network]:
+    """``boot.allowed_networks`` as networks (empty: any address)."""
+    try:
+        return [ip_network(c.strip(), strict=False)
+                for c in values.get("boot.allowed_networks", ()) if c.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"boot.allowed_networks: {exc}") from None
+
+
 def service_from_settings(values: Mapping[str, Any], *, server_ip: str, http_port: int,
                           store: Store | None = None, allow: AllowCallback | None = None,
                           on_event: EventCallback | None = None,
@@ -55,4 +65,5 @@ def service_from_settings(values: Mapping[str, Any], *, server_ip: str, http_por
         interface=interface, server_ip=server_ip, http_port=http_port,
         tftp_server_ip=get("boot.tftp_server") or None, mode=mode, allow=allow, store=store,
         full=full_settings(values, interface) if mode == "full" else None,
-        on_event=on_event, registry=registry_from_settings(values), http_host=http_host)
+        on_event=on_event, registry=registry_from_settings(values), http_host=http_host,
+        relay_networks=boot_networks(values))

@@ -55,6 +55,7 @@ _RECV_BATCH = 64  # requests drained per wake-up of the listener
 _RECENT_KEEP = 30.0  # seconds a finished transfer still identifies retransmitted requests
 
 OnTransfer = Callable[[TransferRecord], Awaitable[None] | None]
+AllowClient = Callable[[str], bool]
 
 
 @dataclass
@@ -78,7 +79,9 @@ class TftpServer:
     paths that passed ``check_filename`` (relative, '/'-separated, no '..'); a ``Path``
     serves that file, ``bytes`` serves the content, ``None`` answers "file not found".
     ``on_transfer(record)`` runs on the loop that called ``start()``; if it returns an
-    awaitable, the server runs it as a task and awaits it on ``stop()``.
+    awaitable, the server runs it as a task and awaits it on ``stop()``. ``allow_client(ip)``,
+    when given, decides per request whether the client's address may read at all (the boot
+    networks); a refusal is an access violation.
     """
 
     name = "tftp"
@@ -87,8 +90,10 @@ class TftpServer:
                  interface: str | None = None, on_transfer: OnTransfer | None = None,
                  timeout: float = 1.0, retries: int = 5, max_blksize: int = MAX_BLKSIZE,
                  max_windowsize: int = 64, max_transfers: int = 1000, workers: int = 1,
-                 max_file_size: int = 64 << 20, cache_bytes: int = 128 << 20) -> None:
+                 max_file_size: int = 64 << 20, cache_bytes: int = 128 << 20,
+                 allow_client: AllowClient | None = None) -> None:
         self.resolver = resolver
+        self.allow_client = allow_client
         self.host = host
         self.requested_port = port
         self.interface = interface or None
@@ -261,14 +266,17 @@ class TftpServer:
             self.stats.duplicate_requests += 1
             return
         started = (time.time(), time.monotonic())
-        checked = self._precheck(packet)
+        checked = self._precheck(packet, client[0])
         if isinstance(checked, Refusal):
             self._refuse(packet, client, local_ip, checked, started)
             return
         self._pending.add(client)
         self._spawn(self._serve(packet, checked, client, local_ip, started), "tftp-setup")
 
-    def _precheck(self, request: Request) -> str | Refusal:
+    def _precheck(self, request: Request, client_ip: str) -> str | Refusal:
+        if self.allow_client is not None and not self.allow_client(client_ip):
+            return Refusal(ErrorCode.ACCESS_VIOLATION,
+                           "client address outside boot.allowed_networks")
         if request.opcode == OP_WRQ:
             return Refusal(ErrorCode.ACCESS_VIOLATION, "read-only server: writes are refused")
         if request.opcode != OP_RRQ:
