@@ -197,3 +197,46 @@ async def test_safety_mode_and_locks_refuse_with_423(aiohttp_client: Any) -> Non
                         ("machine.power.localboot", "denied"), ("machine.power.off", "denied"),
                         ("machine.power.reboot", "denied")]
     assert all(e["detail"].get("blocked_by") == "guard" for e in audit[1:])
+
+
+async def test_the_demo_agents_heartbeat_and_obey(aiohttp_client: Any) -> None:
+    from dragonfly.app import create_app
+    from dragonfly.demo import demo_context
+    from dragonfly.demo.simulator import REBOOT_SECONDS, Simulator
+
+    ctx = demo_context(tick=3600)
+    client = await aiohttp_client(create_app(ctx))
+    sim = ctx.services[0]
+    assert isinstance(sim, Simulator)
+    clock = Clock(ctx.fleet.clock())
+    sim.clock = ctx.fleet.clock = clock
+    await sim.step(0)  # every powered discovered machine's agent reports in
+    rows = (await body(await client.get("/api/machines?state=discovered")))["items"]
+    machine_id = next(r["id"] for r in rows if r["power"] == "on")
+    status = await body(await client.get(f"/api/machines/{machine_id}/agent"))
+    assert status["live"] is True, status
+
+    response = await client.post(URL.format(machine_id), json={"command": "reboot"})
+    assert response.status == 202, await response.text()
+    clock.advance(1)
+    await sim.step(1)  # the next heartbeat collects it at once
+    status = await body(await client.get(f"/api/machines/{machine_id}/agent"))
+    assert status["live"] is False and "told to reboot" in status["reason"]
+    clock.advance(REBOOT_SECONDS)
+    await sim.step(REBOOT_SECONDS)
+    status = await body(await client.get(f"/api/machines/{machine_id}/agent"))
+    assert status["live"] is True
+    history = await body(await client.get(f"/api/machines/{machine_id}/history"))
+    assert [h["message"] for h in history[:2]] == [
+        "Rebooted into discovery; the agent checked in again", "Told the agent to reboot"]
+
+    response = await client.post(URL.format(machine_id), json={"command": "poweroff"})
+    assert response.status == 202
+    clock.advance(1)
+    await sim.step(1)
+    machine = await body(await client.get(f"/api/machines/{machine_id}"))
+    assert machine["power"] == "off"
+    clock.advance(300)
+    await sim.step(300)
+    status = await body(await client.get(f"/api/machines/{machine_id}/agent"))
+    assert status["live"] is False  # powered off: no more heartbeats

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from dragonfly import catalog
+from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.bootlog import BootLog
 from dragonfly.demo.fleet import (
     FAILURES,
@@ -22,6 +23,7 @@ from dragonfly.demo.fleet import (
     START_STATES,
     make_machine,
 )
+from dragonfly.errors import NotFound
 from dragonfly.fleet import Fleet
 from dragonfly.model import Machine, State, Workflow, WorkflowState
 from dragonfly.naming import memorable_name
@@ -29,6 +31,7 @@ from dragonfly.naming import memorable_name
 log = logging.getLogger(__name__)
 
 MAX_MACHINES = 32
+REBOOT_SECONDS = 20.0  # a demo machine told to reboot is back in discovery after this long
 DEMO_SPEED_BYTES = (45_000_000, 120_000_000)  # bytes/s per deployment: a demo deploy takes ~1 min
 FAIL_CHANCE = 0.15
 
@@ -43,9 +46,13 @@ class Simulator:
     name = "demo simulator"
 
     def __init__(self, fleet: Fleet, seed: int = 7, tick: float = 1.0,
-                 clock: Callable[[], float] = time.time, bootlog: BootLog | None = None) -> None:
+                 clock: Callable[[], float] = time.time, bootlog: BootLog | None = None,
+                 commands: AgentCommands | None = None) -> None:
         self.fleet = fleet
         self.bootlog = bootlog
+        # The discovery agents of discovered machines: they heartbeat and obey commands.
+        self.commands = commands
+        self._rebooting: dict[str, float] = {}  # machine id -> when it is back in discovery
         self.rng = random.Random(seed)
         self.tick = tick
         self.clock = clock
@@ -247,6 +254,47 @@ class Simulator:
                 def seen(m: Machine) -> None:
                     m.last_seen = now
                 await self.fleet.update_machine(machine.id, seen)
+        if self.commands is not None:
+            await self._agents(now, self.commands)
+
+    async def _agents(self, now: float, commands: AgentCommands) -> None:
+        """Discovered machines that are powered on run the discovery agent: it heartbeats
+        through the real handler (which hands over queued commands) and obeys the answer."""
+        for machine_id, back_at in list(self._rebooting.items()):
+            if now >= back_at:
+                del self._rebooting[machine_id]
+                await self._back_in_discovery(machine_id, now, commands)
+        page = self.fleet.list_machines(state=State.DISCOVERED.value, limit=10_000)
+        for machine in page.items:
+            if machine.power == "off" or machine.id in self._rebooting:
+                continue
+            due = machine.last_seen is None or now - machine.last_seen >= POLL_DEFAULT
+            if not due and commands.pending(machine.id) is None:
+                continue
+            try:
+                answer = await handle_heartbeat(self.fleet, Heartbeat(machine.id), machine.ip,
+                                                commands=commands)
+            except NotFound:
+                continue  # deleted meanwhile
+            if answer["action"] == "poweroff":
+                def off(m: Machine) -> None:
+                    m.power = "off"
+                await self.fleet.update_machine(machine.id, off)
+            elif answer["action"] in ("reboot", "localboot"):
+                self._rebooting[machine.id] = now + REBOOT_SECONDS
+
+    async def _back_in_discovery(self, machine_id: str, now: float,
+                                 commands: AgentCommands) -> None:
+        try:
+            machine = self.fleet.get_machine(machine_id)
+        except NotFound:
+            return  # deleted meanwhile
+        if machine.state is not State.DISCOVERED:
+            return
+        self._boot_chain(machine, uefi=True)
+        await handle_heartbeat(self.fleet, Heartbeat(machine.id), machine.ip, commands=commands)
+        await self.fleet.record(machine.id, "agent", "Rebooted into discovery; the agent "
+                                "checked in again", {"step": "checkin"})
 
 
 def _advance(wf: Workflow, progress: float, now: float) -> None:
