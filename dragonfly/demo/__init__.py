@@ -21,4 +21,5 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     return AppContext(config=Config.defaults(), store=store, fleet=fleet,
                       events=EventHub(store), demo=True, services=[simulator, bootlog],
                       runner=simulator, bootlog=bootlog,
-                      extras={"agent.commands": commands})
+                      extras={"agent.commands": commands,
+                              "boot.status": simulator.boot_edge.status})

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dragonfly import catalog
 from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.bootlog import BootLog
+from dragonfly.demo.bootedge import DemoBootEdge
 from dragonfly.demo.fleet import (
     FAILURES,
     MAINTENANCE_REASONS,
@@ -53,6 +54,7 @@ class Simulator:
         # The discovery agents of discovered machines: they heartbeat and obey commands.
         self.commands = commands
         self._rebooting: dict[str, float] = {}  # machine id -> when it is back in discovery
+        self.boot_edge = DemoBootEdge(clock)  # GET /api/boot/status without sockets
         self.rng = random.Random(seed)
         self.tick = tick
         self.clock = clock
@@ -117,6 +119,7 @@ class Simulator:
         if self.bootlog is not None:
             # A machine whose chain stops after the offer, so the boot doctor has a case to show.
             stuck = "3c:ec:ef:4a:19:02"
+            self.boot_edge.booted(False, 0, stopped_after_offer=True)
             self.bootlog.record(stuck, "dhcp_discover", {"arch": 0, "vendor_class":
                                                          "PXEClient:Arch:00000:UNDI:002001"})
             self.bootlog.record(stuck, "dhcp_offer", {"loader": "undionly.kpxe",
@@ -216,6 +219,7 @@ class Simulator:
 
     def _boot_chain(self, machine: Machine, uefi: bool) -> None:
         """What the boot doctor would have seen for a machine that PXE-booted into discovery."""
+        self.boot_edge.booted(uefi, 1_031_744 if uefi else 70_139)
         if self.bootlog is None:
             return
         loader = "ipxe.efi" if uefi else "undionly.kpxe"
