@@ -20,6 +20,7 @@ from aiohttp import web
 from dragonfly import __version__, catalog
 from dragonfly.agent.checkin import LOCALBOOT_IN, agent_status
 from dragonfly.agent.routes import agent_settings
+from dragonfly.api.boot import boot_edge_status
 from dragonfly.app_key import ctx_of
 from dragonfly.auth import SAFETY_STATE_KEY, USER_KEY, lock_of
 from dragonfly.auth.guard import all_locks
@@ -279,9 +280,11 @@ async def dashboard(request: web.Request) -> web.Response:
             names[wf["machine_id"]] = wf["machine_id"]
     locks = await all_locks(ctx.store)
     boots = recent_boots(fleet, ctx.bootlog)
+    edge = await boot_edge_status(ctx)
     return render(request, "dashboard.html", stats=stats, names=names, locks=locks,
-                  boot_enabled=ctx.bootlog is not None,
+                  boot_enabled=ctx.bootlog is not None, boot_edge=edge,
                   page_data={"page": "dashboard", "names": names, "locks": locks,
+                             "boot_edge": edge,
                              "boot": boots, "boot_enabled": ctx.bootlog is not None,
                              "boot_rows": BOOT_ROWS, "boot_expect": BOOT_EXPECT,
                              "now": time.time()},

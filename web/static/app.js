@@ -374,7 +374,7 @@ function initSetup() {
 // ------------------------------------------------------------------------------ live stream
 
 /** One EventSource per tab; pages subscribe with live.on(kind, fn). */
-const STREAM_KINDS = ["machine", "workflow", "history", "lock", "safety", "boot"];
+const STREAM_KINDS = ["machine", "workflow", "history", "lock", "safety", "boot", "boot_edge"];
 const live = {
   handlers: {},
   dropped: false,  // the stream broke (or the server said it fell behind): events were missed
@@ -834,6 +834,31 @@ function initDashboard() {
     refresh();
   });
   initBootCard();
+  initBootEdge();
+}
+
+/** The boot edge's banners: DHCP/TFTP failed to start (with the reason), discovery lacking
+ * files. The server says when the edge changes ("boot_edge" events); the details are asked. */
+function initBootEdge() {
+  const banner = $("#boot-edge-banner");
+  const missingBox = $("#discovery-missing");
+  if (!banner) return;
+  const render = (status) => {
+    const failed = status?.state === "failed";
+    banner.hidden = !failed;
+    setText(byData(banner, "field", "boot-edge-reason"), failed ? status.reason || "" : "");
+    const disc = status?.discovery || {};
+    const missing = [...(disc.missing || []), ...(disc.loaders_missing || [])];
+    if (missingBox) {
+      missingBox.hidden = failed || !missing.length;
+      setText(byData(missingBox, "field", "discovery-missing"), missing.join(", "));
+    }
+  };
+  const reload = async () => {
+    try { render(await api("GET", "/api/boot/status")); } catch { /* keep what we show */ }
+  };
+  live.on("boot_edge", reload);
+  live.on("resync", reload);
 }
 
 /** Boot activity: the newest MACs the boot doctor saw, each with its last step and diagnosis. */
