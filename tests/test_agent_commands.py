@@ -130,6 +130,14 @@ async def test_a_pending_command_can_be_withdrawn(aiohttp_client: Any) -> None:
     assert await heartbeat(client, machine_id) == "wait"
     again = await body(await client.delete(URL.format(machine_id), headers=admin.headers()))
     assert again["cancelled"] is None
+    # Deleting the machine drops what was queued for it.
+    await client.post(URL.format(machine_id), json={"command": "reboot"},
+                      headers=admin.headers())
+    commands = ctx_of_client(client).extras["agent.commands"]
+    assert commands.pending(machine_id) == "reboot"
+    gone = await client.delete(f"/api/machines/{machine_id}", headers=admin.headers())
+    assert gone.status == 200
+    assert commands.pending(machine_id) is None and commands.last_answer(machine_id) is None
 
 
 async def test_refusals(aiohttp_client: Any) -> None:
