@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,11 +125,25 @@ def build_boot_stack(config: Mapping[str, Any], store: Store, fleet: Fleet, boot
     return stack
 
 
+StackBuilder = Callable[[Mapping[str, Any], Store, Fleet, BootLog, Loaders], BootStack]
+
+
+def _open_error(service: Any, exc: OSError) -> str:
+    """A socket error at start as a sentence (DHCP already raises its own)."""
+    port = getattr(service, "requested_port", None)
+    where = f"UDP port {port}" if port is not None else "its socket"
+    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" \
+        if isinstance(exc, PermissionError) else ""
+    return f"cannot open the {service.name.upper()} socket on {where}: " \
+           f"{exc.strerror or exc}{hint}"
+
+
 # Settings whose change rebuilds the DHCP and TFTP services.
 BOOT_KEYS = frozenset({"boot.interface", "boot.dhcp_mode", "boot.dhcp_range",
                        "boot.dhcp_reservations", "boot.loader_uefi", "boot.address",
                        "boot.allowed_networks"})
 SETTING_KIND = "setting"  # documents the first-run wizard and the security page store
+EDGE_KIND, EDGE_KEY = "boot_edge", "state"  # the edge's last state, on the event stream
 
 
 class BootEdge:
@@ -138,18 +152,23 @@ class BootEdge:
     name = "boot edge"
 
     def __init__(self, config: Config, store: Store, fleet: Fleet, bootlog: BootLog,
-                 pinned: Mapping[str, Any] | None = None) -> None:
+                 pinned: Mapping[str, Any] | None = None,
+                 build: StackBuilder = build_boot_stack) -> None:
         self.config = config
         self.store = store
         self.fleet = fleet
         self.bootlog = bootlog
         self.pinned = dict(pinned or {})  # command-line flags: they win over stored settings
         self.loaders = Loaders(config.state_dir)
+        self.build = build  # tests build stacks on loopback ports
         self.stack: BootStack | None = None
         self.error = ""
+        # Which part failed when ``error`` is set: "settings" (the stack could not be built
+        # from them), "dhcp" or "tftp" (that service did not start).
+        self.failed = ""
+        self.settings: dict[str, Any] = {}  # the effective settings of the last bring-up
         self._restart: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._built_from: dict[str, Any] | None = None  # the settings the stack was built from
 
     async def effective_settings(self) -> dict[str, Any]:
         values = self.config.as_dict()
@@ -181,7 +200,7 @@ class BootEdge:
                                                                name="boot-edge-rebuild")
 
     async def _rebuild(self) -> None:
-        if self.stack is not None and self._built_from == await self.effective_settings():
+        if self.stack is not None and self.settings == await self.effective_settings():
             return  # stored again unchanged (the Security page saves its whole form)
         log.info("boot settings changed: restarting DHCP and TFTP")
         await self._bring_down()
@@ -189,33 +208,107 @@ class BootEdge:
 
     async def _bring_up(self) -> None:
         async with self._lock:
-            values = await self.effective_settings()
-            self._built_from = values
+            values = self.settings = await self.effective_settings()
             try:
-                stack = build_boot_stack(values, self.store, self.fleet, self.bootlog,
-                                         self.loaders)
-                started = []
-                try:
-                    for service in (stack.dhcp, stack.tftp):
-                        if service is not None:
-                            await service.start()
-                            started.append(service)
-                except BaseException:
-                    for service in reversed(started):
-                        await service.stop()
-                    raise
+                stack = self.build(values, self.store, self.fleet, self.bootlog, self.loaders)
             except DragonflyError as exc:
-                # Keep serving the panel: the operator fixes the setting there.
-                self.error = exc.message
-                log.error("boot services not started: %s", exc.message)
+                await self._failed("settings", exc.message)
                 return
-            self.stack, self.error = stack, ""
+            started: list[Any] = []
+            try:
+                for service in (stack.dhcp, stack.tftp):
+                    if service is None:
+                        continue
+                    try:
+                        await service.start()
+                    except DragonflyError as exc:
+                        reason = exc.message
+                    except OSError as exc:
+                        reason = _open_error(service, exc)
+                    else:
+                        started.append(service)
+                        continue
+                    for done in reversed(started):
+                        await done.stop()
+                    await self._failed(service.name, reason)
+                    return
+            except BaseException:
+                for done in reversed(started):
+                    await done.stop()
+                raise
+            self.stack, self.error, self.failed = stack, "", ""
+            await self._publish()
             if stack.dhcp is None:
                 log.info("DHCP off (boot.dhcp_mode = off): machines will not PXE-boot here")
             else:
                 log.info("DHCP %s mode on %s, TFTP on port %s; machines boot from %s",
                          stack.dhcp.mode, stack.interface or "all interfaces",
                          stack.tftp.port if stack.tftp else "-", stack.address)
+
+    async def _failed(self, part: str, reason: str) -> None:
+        # Keep serving the panel: the operator fixes the setting there.
+        self.error, self.failed = reason, part
+        log.error("boot services not started: %s", reason)
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """The edge's state as a document, so open dashboards follow it (event stream)."""
+        state = self.state()
+        try:
+            await self.store.put(EDGE_KIND, EDGE_KEY, {
+                "state": state, "reason": self.error, "failed": self.failed,
+                "dhcp_mode": self.settings.get("boot.dhcp_mode", ""),
+                "at": self.fleet.clock()})
+        except Exception:
+            log.exception("recording the boot edge state failed")
+
+    def state(self) -> str:
+        """running, off (boot.dhcp_mode = off), failed (``error`` says why) or starting."""
+        if self.error:
+            return "failed"
+        if self.stack is None:
+            return "starting"
+        return "off" if self.stack.dhcp is None and self.stack.tftp is None else "running"
+
+    async def status(self) -> dict[str, Any]:
+        """Per-service state, bound addresses, counters and what discovery still lacks: the
+        boot doctor's view of the edge (``GET /api/boot/status``)."""
+        from dragonfly.agent.routes import discovery_status
+
+        discovery = await asyncio.to_thread(discovery_status, self.config)
+        discovery["loaders_missing"] = await asyncio.to_thread(self.loaders.missing)
+        stack = self.stack
+        settings = self.settings
+        state = self.state()
+        services = {name: self._service_status(name, stack) for name in ("dhcp", "tftp")}
+        reason = self.error
+        if state == "off":
+            reason = ("boot.dhcp_mode is off: this server answers no DHCP or TFTP, so machines "
+                      "PXE-boot here only if another DHCP server sends them")
+        return {
+            "state": state, "reason": reason, "failed": self.failed, "simulated": False,
+            "dhcp_mode": settings.get("boot.dhcp_mode", self.config["boot.dhcp_mode"]),
+            "interface": (stack.interface if stack is not None
+                          else settings.get("boot.interface") or None),
+            "boot_address": stack.address if stack is not None else None,
+            "http_port": int(settings.get("server.port", self.config["server.port"])),
+            "services": services,
+            "discovery": discovery,
+        }
+
+    def _service_status(self, name: str, stack: BootStack | None) -> dict[str, Any]:
+        service = getattr(stack, name, None) if stack is not None else None
+        if service is not None:
+            return {"state": "running" if service.running else "off", "reason": "",
+                    **service.status()}
+        if self.error:
+            if self.failed in (name, "settings"):
+                return {"state": "failed", "reason": self.error}
+            return {"state": "off", "reason": f"not running: {self.failed.upper()} failed "
+                                              "to start, so the boot edge was stopped"}
+        if stack is None:
+            return {"state": "starting", "reason": "the boot edge is starting"}
+        return {"state": "off", "reason": "boot.dhcp_mode is off"}
 
     async def _bring_down(self) -> None:
         async with self._lock:

@@ -18,7 +18,7 @@ from dragonfly.model import Machine
 from dragonfly.store import Change, Store, Watch
 
 # Only what every reader may see. Never users, sessions, tokens, audit, settings or setup.
-STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT, "lock", "safety")
+STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT, "lock", "safety", "boot_edge")
 HEARTBEAT_SECONDS = 15.0
 
 

@@ -42,6 +42,7 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
                      demo=False, services=[bootlog, edge], bootlog=bootlog)
     ctx.extras["boot.edge"] = edge
     ctx.extras["boot.observer"] = bootlog.record
+    ctx.extras["boot.status"] = edge.status
     return ctx
 
 

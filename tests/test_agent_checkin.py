@@ -331,8 +331,57 @@ def test_agent_commands_validate() -> None:
     commands = AgentCommands()
     with pytest.raises(InvalidInput):
         commands.queue("m", "format-disk")
-    commands.queue("m", "reboot")
-    assert commands.take("m") == "reboot" and commands.take("m") is None
+    assert commands.queue("m", "reboot", by="alice", at=5.0) is None
+    replaced = commands.queue("m", "poweroff", by="bob", at=6.0)
+    assert replaced is not None and replaced.command == "reboot" and replaced.by == "alice"
+    assert commands.take("m") == "poweroff" and commands.take("m") is None
+    commands.queue("m", "localboot")
+    cancelled = commands.cancel("m")
+    assert cancelled is not None and cancelled.command == "localboot"
+    assert commands.take("m") is None
+
+
+async def test_agent_liveness_follows_heartbeats_and_answers(fleet: Fleet) -> None:
+    now = [1000.0]
+    fleet.clock = lambda: now[0]
+    commands = AgentCommands()
+    first = await checkin.handle_checkin(fleet, parse_report(report_body()), None, Names(),
+                                         poll_seconds=10, commands=commands)
+    machine_id = first["machine_id"]
+
+    def status() -> dict[str, Any]:
+        return checkin.agent_status(fleet.get_machine(machine_id), commands, now[0], 10)
+
+    assert checkin.live_window(10) == 50
+    assert status()["live"] is True and status()["reason"] == ""
+    now[0] += 51  # missed its heartbeats: not live, and the reason says how long ago
+    stale = status()
+    assert stale["live"] is False and "last heard from 51 s ago" in stale["reason"]
+    beat = Heartbeat(machine_id)
+    await checkin.handle_heartbeat(fleet, beat, None, poll_seconds=10, commands=commands)
+    assert status()["live"] is True
+    commands.queue(machine_id, "reboot", by="admin", at=now[0])
+    assert status()["pending"] == {"command": "reboot", "by": "admin", "at": now[0]}
+    answer = await checkin.handle_heartbeat(fleet, beat, None, poll_seconds=10,
+                                            commands=commands)
+    assert answer["action"] == "reboot"
+    # Told to leave: not live however fresh its last heartbeat, until it reports again.
+    gone = status()
+    assert gone["live"] is False and "told to reboot" in gone["reason"]
+    assert gone["pending"] is None and gone["last_answer"] == "reboot"
+    commands.queue(machine_id, "poweroff")
+    again = await checkin.handle_checkin(fleet, parse_report(report_body()), None, Names(),
+                                         poll_seconds=10, commands=commands)
+    assert again["action"] == "poweroff"  # a check-in collects a queued command too
+    history = await fleet.history(machine_id)
+    assert history[0].message == "Told the agent to poweroff"
+    await checkin.handle_checkin(fleet, parse_report(report_body()), None, Names(),
+                                 commands=commands)
+    assert status()["live"] is True
+    await fleet.transition(machine_id, "adopt")
+    await fleet.transition(machine_id, "deploy")
+    deploying = status()
+    assert deploying["live"] is False and "boots its own disk" in deploying["reason"]
 
 
 def test_report_body_is_not_mutated() -> None:

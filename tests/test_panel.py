@@ -684,3 +684,53 @@ async def test_dashboard_marks_locked_machines(client: TestClient) -> None:
     assert 'class="lock-mark"' in rows[locked["id"]] and "hold" in rows[locked["id"]]
     assert 'class="lock-mark"' not in rows[other["id"]]
     assert set(page_data(page)["locks"]) == {locked["id"]}
+
+
+async def test_agent_buttons_follow_the_agent_the_guard_and_the_role(aiohttp_client: Any
+                                                                      ) -> None:
+    from tests.test_agent_checkin import report_body
+
+    installed, admin, user = await _installed_people(aiohttp_client)
+    installed_row = (await (await installed.get("/api/machines?state=installed",
+                                                headers=admin.headers())).json())["items"][0]
+    page = await _page_as(installed, admin, f"/machines/{installed_row['id']}")
+    assert is_hidden(element(page, 'id="agent-tools"'))  # boots its own disk: no agent there
+
+    # A machine whose agent has not reported: buttons off, saying why.
+    registered = await installed.post("/api/machines", json={"mac": "52:54:00:12:34:56"},
+                                      headers=admin.headers())
+    machine_id = (await registered.json())["id"]
+    path = f"/machines/{machine_id}"
+    page = await _page_as(installed, admin, path)
+    assert not is_hidden(element(page, 'id="agent-tools"'))
+    for command in ("reboot", "poweroff", "localboot"):
+        tag = element(page, f'data-agent-command="{command}"')
+        assert 'aria-disabled="true"' in tag
+        assert "No discovery agent has reported" in html.unescape(tag)
+    assert is_hidden(element(page, "data-agent-cancel"))
+    assert page_data(page)["agent"]["live"] is False
+
+    # Its agent checks in: the buttons are on, and the fact line says it waits.
+    checkin = await installed.post("/api/agent/checkin", json=report_body())
+    assert (await checkin.json())["machine_id"] == machine_id
+    page = await _page_as(installed, admin, path)
+    assert "aria-disabled" not in element(page, 'data-agent-command="reboot"')
+    assert "waiting" in text_of(page[page.index('data-field="agent"'):][:400])
+    queued = await installed.post(f"/api/machines/{machine_id}/agent/commands",
+                                  json={"command": "reboot"}, headers=admin.headers())
+    assert queued.status == 202
+    page = await _page_as(installed, admin, path)
+    assert not is_hidden(element(page, "data-agent-cancel"))
+    assert "reboot queued" in text_of(page)
+    assert page_data(page)["agent"]["pending"]["command"] == "reboot"
+
+    # Safety mode turns them off with its reason, like every power action.
+    await installed.put("/api/safety", json={"enabled": True, "reason": "audit week"},
+                        headers=admin.headers())
+    page = await _page_as(installed, admin, path)
+    tag = html.unescape(element(page, 'data-agent-command="poweroff"'))
+    assert 'aria-disabled="true"' in tag and "Safety mode is on" in tag and "audit week" in tag
+
+    # Users cannot control power: no buttons at all.
+    page = await _page_as(installed, user, path)
+    assert 'id="agent-tools"' not in page and "data-agent-command" not in page

@@ -277,23 +277,124 @@ def parse_heartbeat(data: object) -> Heartbeat:
 
 # --- what the agent should do next ---------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Order:
+    """A command queued for one machine's agent: what, who asked, when."""
+
+    command: str
+    by: str = ""
+    at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "by": self.by, "at": self.at}
+
+
 class AgentCommands:
     """One-shot orders for waiting agents (reboot, poweroff, localboot), given on their next
-    heartbeat. In memory: an agent that misses one keeps waiting, which is harmless."""
+    check-in or heartbeat, exactly once. In memory: an order lost to a restart leaves the agent
+    waiting, which is harmless.
+
+    It also remembers the last action each agent was answered: an agent told to reboot, power
+    off or boot its disk has left, whatever its last heartbeat says, until it checks in again.
+    """
 
     def __init__(self) -> None:
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, Order] = {}
+        self._answered: dict[str, str] = {}
 
-    def queue(self, machine_id: str, action: str) -> None:
+    def queue(self, machine_id: str, action: str, *, by: str = "",
+              at: float | None = None) -> Order | None:
+        """Queue ``action``; returns the order it replaced, if one was pending."""
         if action not in COMMANDS:
-            raise InvalidInput(f"an agent can be told {', '.join(COMMANDS)}, not {action!r}")
-        self._pending[machine_id] = action
+            raise InvalidInput(f"an agent can be told {', '.join(COMMANDS)}, not {action!r}",
+                               {"commands": list(COMMANDS)})
+        replaced = self._pending.get(machine_id)
+        self._pending[machine_id] = Order(action, by, at)
+        return replaced
 
     def take(self, machine_id: str) -> str | None:
+        order = self._pending.pop(machine_id, None)
+        return None if order is None else order.command
+
+    def cancel(self, machine_id: str) -> Order | None:
         return self._pending.pop(machine_id, None)
 
     def pending(self, machine_id: str) -> str | None:
+        order = self._pending.get(machine_id)
+        return None if order is None else order.command
+
+    def order(self, machine_id: str) -> Order | None:
         return self._pending.get(machine_id)
+
+    def answered(self, machine_id: str, action: str) -> None:
+        """Note what the agent was just told (``wait`` or a leaving action)."""
+        self._answered[machine_id] = action
+
+    def last_answer(self, machine_id: str) -> str | None:
+        return self._answered.get(machine_id)
+
+    def forget(self, machine_id: str) -> None:
+        self._pending.pop(machine_id, None)
+        self._answered.pop(machine_id, None)
+
+
+# An agent is live while it waits for orders and was heard from within this many poll
+# intervals plus slack: it sleeps at most 1.1 poll intervals between heartbeats.
+LIVE_POLLS = 2
+LIVE_SLACK_SECONDS = 30
+
+
+def clamp_poll(poll_seconds: int) -> int:
+    return max(POLL_MIN, min(POLL_MAX, int(poll_seconds)))
+
+
+def live_window(poll_seconds: int = POLL_DEFAULT) -> int:
+    """Seconds since its last check-in or heartbeat within which an agent counts as live."""
+    return LIVE_POLLS * clamp_poll(poll_seconds) + LIVE_SLACK_SECONDS
+
+
+def _ago(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172_800:
+        return f"{s // 3600} h"
+    return f"{s // 86_400} days"
+
+
+def agent_status(machine: Machine, commands: AgentCommands, now: float,
+                 poll_seconds: int = POLL_DEFAULT) -> dict[str, Any]:
+    """Whether a discovery agent is waiting for orders on ``machine``, from its heartbeats.
+
+    Live means: the machine is not in a state that boots its own disk, the agent was not
+    told to leave since it last reported (reboot, poweroff, localboot), and its last check-in
+    or heartbeat is at most ``live_window(poll_seconds)`` seconds old. ``reason`` says why
+    not, in a sentence."""
+    window = live_window(poll_seconds)
+    last = machine.last_seen
+    age = None if last is None else max(0.0, now - last)
+    answered = commands.last_answer(machine.id)
+    order = commands.order(machine.id)
+    if machine.state in LOCALBOOT_IN:
+        reason = (f"{machine.name} is {machine.state.value}: it boots its own disk, where no "
+                  "discovery agent runs")
+    elif answered is not None and answered != "wait":
+        reason = (f"the agent on {machine.name} was told to {answered} and has not checked in "
+                  "since")
+    elif age is None:
+        reason = f"no discovery agent has reported from {machine.name} yet"
+    elif age > window:
+        reason = (f"the agent on {machine.name} was last heard from {_ago(age)} ago; it counts "
+                  f"as live within {window} s of its last heartbeat")
+    else:
+        reason = ""
+    return {"live": not reason, "reason": reason, "last_seen": last,
+            "seconds_since": None if age is None else round(age, 1),
+            "window_seconds": window, "last_answer": answered,
+            "pending": None if order is None else order.to_dict(),
+            "commands": list(COMMANDS)}
 
 
 def answer_for(machine: Machine, poll_seconds: int = POLL_DEFAULT,
@@ -307,7 +408,7 @@ def answer_for(machine: Machine, poll_seconds: int = POLL_DEFAULT,
         answer["action"] = "localboot"
     else:
         answer["action"] = "wait"
-        answer["poll_seconds"] = max(POLL_MIN, min(POLL_MAX, int(poll_seconds)))
+        answer["poll_seconds"] = clamp_poll(poll_seconds)
     return answer
 
 
@@ -413,8 +514,7 @@ async def handle_checkin(fleet: Fleet, report: Report, client_ip: str | None,
                     message += f" (changed: {', '.join(changed)})"
                 return HistoryEvent("", m.id, now, "agent", message, {**data, "changed": changed})
             machine = await fleet.update_machine(machine.id, mutate)
-    command = commands.take(machine.id) if commands else None
-    return answer_for(machine, poll_seconds, command)
+    return await _answer(fleet, machine, poll_seconds, commands)
 
 
 async def handle_heartbeat(fleet: Fleet, beat: Heartbeat, client_ip: str | None, *,
@@ -434,8 +534,18 @@ async def handle_heartbeat(fleet: Fleet, beat: Heartbeat, client_ip: str | None,
         if client_ip:
             m.ip = client_ip
     machine = await fleet.update_machine(machine.id, mutate)
-    command = commands.take(machine.id) if commands else None
+    return await _answer(fleet, machine, poll_seconds, commands)
+
+
+async def _answer(fleet: Fleet, machine: Machine, poll_seconds: int,
+                  commands: AgentCommands | None) -> dict[str, Any]:
+    """The agent's next step, handing over (once) a command queued for it."""
+    if commands is None:
+        return answer_for(machine, poll_seconds)
+    command = commands.take(machine.id)
+    answer = answer_for(machine, poll_seconds, command)
+    commands.answered(machine.id, answer["action"])
     if command:
         await fleet.record(machine.id, "agent", f"Told the agent to {command}",
                            {"step": "command", "action": command})
-    return answer_for(machine, poll_seconds, command)
+    return answer

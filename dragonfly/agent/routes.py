@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,9 @@ from dragonfly.config import Config
 from dragonfly.errors import NotFound
 from dragonfly.model import Machine
 from dragonfly.naming import machine_name
+
+if TYPE_CHECKING:
+    from dragonfly.app import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +100,19 @@ def _mac_query(request: web.Request) -> str:
         return ""
 
 
-def _extras(request: web.Request) -> tuple[int, checkin.AgentCommands]:
-    extras = ctx_of(request).extras
+def agent_settings(ctx: AppContext) -> tuple[int, checkin.AgentCommands]:
+    """The agents' poll interval and the one command queue, shared by the agent routes and
+    the operator's agent commands (``dragonfly.api.agent``)."""
+    extras = ctx.extras
     poll = int(extras.get("agent.poll_seconds", checkin.POLL_DEFAULT))
     commands = extras.get("agent.commands")
     if not isinstance(commands, checkin.AgentCommands):
         commands = extras["agent.commands"] = checkin.AgentCommands()
     return poll, commands
+
+
+def _extras(request: web.Request) -> tuple[int, checkin.AgentCommands]:
+    return agent_settings(ctx_of(request))
 
 
 # --- agent API -----------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from dragonfly.api.router import ApiRouter
 
 def build_api_router() -> ApiRouter:
     from dragonfly.agent import routes as agent_routes
-    from dragonfly.api import boot, machines, meta
+    from dragonfly.api import agent, boot, machines, meta
 
     router = ApiRouter()
-    for module in (meta, machines, boot, agent_routes):
+    for module in (meta, machines, agent, boot, agent_routes):
         router.extend(module.api)
     return router

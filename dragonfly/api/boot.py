@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -13,7 +14,12 @@ from dragonfly.bootlog import BootLog
 from dragonfly.errors import InvalidInput, NotFound, Unavailable
 from dragonfly.model import normalise_mac
 
+if TYPE_CHECKING:
+    from dragonfly.app import AppContext
+
 api = ApiRouter()
+
+BootStatus = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def _bootlog(request: web.Request) -> BootLog:
@@ -21,6 +27,24 @@ def _bootlog(request: web.Request) -> BootLog:
     if bootlog is None:
         raise Unavailable("the boot services are not running on this instance")
     return bootlog
+
+
+async def boot_edge_status(ctx: AppContext) -> dict[str, Any] | None:
+    """The boot edge's status from the composition root's ``boot.status`` (the installed
+    server's ``BootEdge.status``, the demo's simulation), or None without boot services."""
+    source: BootStatus | None = ctx.extras.get("boot.status")
+    return None if source is None else await source()
+
+
+# Declared before /api/boot/{mac}, which would take "status" for a MAC.
+@api.get("/api/boot/status", "The boot edge's health: DHCP and TFTP each running, off or "
+         "failed (with the reason), their addresses and counters, and what discovery still "
+         "lacks (kernel, initrd, loaders)", "boot")
+async def boot_status(request: web.Request) -> dict[str, Any]:
+    status = await boot_edge_status(ctx_of(request))
+    if status is None:
+        raise Unavailable("the boot services are not running on this instance")
+    return status
 
 
 @api.get("/api/boot", "Machines seen booting recently, with their latest step and diagnosis",

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dragonfly.agent.routes import agent_settings
 from dragonfly.api.errors import error_response, json_response, read_object
 from dragonfly.api.router import ApiRouter, Param
 from dragonfly.app_key import ctx_of
@@ -285,6 +286,7 @@ async def delete_machine(request: web.Request) -> dict[str, Any]:
     machine_id = request.match_info["id"]
     await ctx.fleet.delete_machine(machine_id)
     await guard.remove_lock(ctx.store, machine_id)
+    agent_settings(ctx)[1].forget(machine_id)  # no order waits for a machine that is gone
     return {"ok": True, "id": machine_id}
 
 

@@ -24,8 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dragonfly import catalog
+from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.auth import guard
 from dragonfly.bootlog import BootLog
+from dragonfly.demo.bootedge import DemoBootEdge
 from dragonfly.demo.fleet import (
     FAILURES,
     MAINTENANCE_REASONS,
@@ -47,6 +49,7 @@ MIN_MACHINES = 24  # ...and decommissioning never takes the fleet below this one
 RETIRE_FROM = 28  # the operator only decommissions machines once the fleet is this big
 MIN_ACTIVE = 2  # with fewer deployments running, the operator starts one on the next tick
 MAX_ACTIVE = 5  # and never more than this many at once
+REBOOT_SECONDS = 20.0  # a demo machine told to reboot is back in discovery after this long
 DEMO_SPEED_BYTES = (45_000_000, 120_000_000)  # bytes/s per deployment: a demo deploy takes ~1 min
 FAIL_CHANCE = 0.06
 TINKERBELL_SHARE = 0.4  # of the deployments the operator starts
@@ -80,9 +83,14 @@ class Simulator:
     name = "demo simulator"
 
     def __init__(self, fleet: Fleet, seed: int = 7, tick: float = 1.0,
-                 clock: Callable[[], float] = time.time, bootlog: BootLog | None = None) -> None:
+                 clock: Callable[[], float] = time.time, bootlog: BootLog | None = None,
+                 commands: AgentCommands | None = None) -> None:
         self.fleet = fleet
         self.bootlog = bootlog
+        # The discovery agents of discovered machines: they heartbeat and obey commands.
+        self.commands = commands
+        self._rebooting: dict[str, float] = {}  # machine id -> when it is back in discovery
+        self.boot_edge = DemoBootEdge(clock)  # GET /api/boot/status without sockets
         self.rng = random.Random(seed)
         self.tick = tick
         self.clock = clock
@@ -153,6 +161,7 @@ class Simulator:
         if self.bootlog is not None:
             # A machine whose chain stops after the offer, so the boot doctor has a case to show.
             stuck = "3c:ec:ef:4a:19:02"
+            self.boot_edge.booted(False, 0, stopped_after_offer=True)
             self.bootlog.record(stuck, "dhcp_discover", {"arch": 0, "vendor_class":
                                                          "PXEClient:Arch:00000:UNDI:002001"})
             self.bootlog.record(stuck, "dhcp_offer", {"loader": "undionly.kpxe",
@@ -318,6 +327,7 @@ class Simulator:
 
     def _boot_chain(self, machine: Machine, uefi: bool) -> None:
         """What the boot doctor would have seen for a machine that PXE-booted into discovery."""
+        self.boot_edge.booted(uefi, 1_031_744 if uefi else 70_139)
         if self.bootlog is None:
             return
         loader = "ipxe.efi" if uefi else "undionly.kpxe"
@@ -512,6 +522,47 @@ class Simulator:
                 def seen(m: Machine) -> None:
                     m.last_seen = now
                 await self.fleet.update_machine(machine.id, seen)
+        if self.commands is not None:
+            await self._agents(now, self.commands)
+
+    async def _agents(self, now: float, commands: AgentCommands) -> None:
+        """Discovered machines that are powered on run the discovery agent: it heartbeats
+        through the real handler (which hands over queued commands) and obeys the answer."""
+        for machine_id, back_at in list(self._rebooting.items()):
+            if now >= back_at:
+                del self._rebooting[machine_id]
+                await self._back_in_discovery(machine_id, now, commands)
+        page = self.fleet.list_machines(state=State.DISCOVERED.value, limit=10_000)
+        for machine in page.items:
+            if machine.power == "off" or machine.id in self._rebooting:
+                continue
+            due = machine.last_seen is None or now - machine.last_seen >= POLL_DEFAULT
+            if not due and commands.pending(machine.id) is None:
+                continue
+            try:
+                answer = await handle_heartbeat(self.fleet, Heartbeat(machine.id), machine.ip,
+                                                commands=commands)
+            except NotFound:
+                continue  # deleted meanwhile
+            if answer["action"] == "poweroff":
+                def off(m: Machine) -> None:
+                    m.power = "off"
+                await self.fleet.update_machine(machine.id, off)
+            elif answer["action"] in ("reboot", "localboot"):
+                self._rebooting[machine.id] = now + REBOOT_SECONDS
+
+    async def _back_in_discovery(self, machine_id: str, now: float,
+                                 commands: AgentCommands) -> None:
+        try:
+            machine = self.fleet.get_machine(machine_id)
+        except NotFound:
+            return  # deleted meanwhile
+        if machine.state is not State.DISCOVERED:
+            return
+        self._boot_chain(machine, uefi=True)
+        await handle_heartbeat(self.fleet, Heartbeat(machine.id), machine.ip, commands=commands)
+        await self.fleet.record(machine.id, "agent", "Rebooted into discovery; the agent "
+                                "checked in again", {"step": "checkin"})
 
 
 def _advance(wf: Workflow, progress: float, now: float) -> None:

@@ -261,7 +261,18 @@ class DhcpService:
     def note_loader_fetched(self, mac: str, loader: str) -> None:
         self.memory.note_fetched(mac, loader)
 
+    @property
+    def running(self) -> bool:
+        return bool(self._endpoints)
+
+    def addresses(self) -> list[str]:
+        """The bound sockets as "host:port" (the server port, then the PXE port)."""
+        if not self._endpoints:
+            return []
+        return [f"{self.ports.host}:{port}" for port in self.bound_ports if port is not None]
+
     def status(self) -> dict[str, Any]:
         return {"mode": self.mode, "interface": self.interface, "ports": self.bound_ports,
-                "counters": self.counters.as_dict(),
-                "leases": len(self.pool.leases()) if self.pool is not None else None}
+                "addresses": self.addresses(), "counters": self.counters.as_dict(),
+                "leases": len(self.pool.leases()) if self.pool is not None else None,
+                "other_servers": [o.describe() for o in self.other_servers]}

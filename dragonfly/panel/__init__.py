@@ -18,6 +18,9 @@ import jinja2
 from aiohttp import web
 
 from dragonfly import __version__, catalog
+from dragonfly.agent.checkin import LOCALBOOT_IN, agent_status
+from dragonfly.agent.routes import agent_settings
+from dragonfly.api.boot import boot_edge_status
 from dragonfly.app_key import ctx_of
 from dragonfly.auth import SAFETY_STATE_KEY, USER_KEY, lock_of
 from dragonfly.auth.guard import all_locks
@@ -55,6 +58,16 @@ TYPE_TO_CONFIRM = ("reimage", "release")
 # Actions that safety mode and node locks refuse (the API answers 423): their buttons are
 # shown disabled, with the reason, while either is on.
 DESTRUCTIVE_ACTIONS = tuple(a for a in OPERATOR_ACTIONS if TRANSITIONS[a].destructive)
+# What an admin can tell a machine's discovery agent (POST /api/machines/{id}/agent/commands):
+# (command, button label, sprite icon, tooltip). Power actions: guarded like the ones above.
+AGENT_COMMANDS = (
+    ("reboot", "Reboot", "refresh", "Tell the discovery agent to reboot this machine"),
+    ("poweroff", "Power off", "power", "Tell the discovery agent to power this machine off"),
+    ("localboot", "Boot disk", "disk",
+     "Tell the discovery agent to reboot this machine so it boots its local disk"),
+)
+# States whose machines boot their own disk: no agent there, so no agent buttons.
+NO_AGENT_STATES = tuple(s.value for s in LOCALBOOT_IN)
 
 # How long the boot doctor waits after each step before it diagnoses a stall, so a page can ask
 # again when a diagnosis may have appeared (the store is not written when only time passes).
@@ -267,9 +280,11 @@ async def dashboard(request: web.Request) -> web.Response:
             names[wf["machine_id"]] = wf["machine_id"]
     locks = await all_locks(ctx.store)
     boots = recent_boots(fleet, ctx.bootlog)
+    edge = await boot_edge_status(ctx)
     return render(request, "dashboard.html", stats=stats, names=names, locks=locks,
-                  boot_enabled=ctx.bootlog is not None,
+                  boot_enabled=ctx.bootlog is not None, boot_edge=edge,
                   page_data={"page": "dashboard", "names": names, "locks": locks,
+                             "boot_edge": edge,
                              "boot": boots, "boot_enabled": ctx.bootlog is not None,
                              "boot_rows": BOOT_ROWS, "boot_expect": BOOT_EXPECT,
                              "now": time.time()},
@@ -337,12 +352,18 @@ async def machine_page(request: web.Request) -> web.Response:
     actions = [a for a in allowed_transitions(machine.state) if a in OPERATOR_ACTIONS]
     lock = await lock_of(ctx.store, machine.id)
     boot_macs = list(dict.fromkeys([machine.mac, *machine.macs]))
+    poll, commands = agent_settings(ctx)
+    agent = agent_status(machine, commands, fleet.clock(), poll)
     return render(request, "machine.html", machine=data, actions=actions,
                   workflow=current, workflows=[w for w in workflows if w is not current],
                   history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
                   type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=DESTRUCTIVE_ACTIONS,
                   boot_enabled=ctx.bootlog is not None, boot_macs=boot_macs,
+                  agent=agent, agent_commands=AGENT_COMMANDS, no_agent_states=NO_AGENT_STATES,
                   page_data={"page": "machine", "machine": summary(machine),
+                             "agent": agent, "no_agent_states": list(NO_AGENT_STATES),
+                             "agent_commands": {c: {"label": label, "help": help_}
+                                                for c, label, _, help_ in AGENT_COMMANDS},
                              "transitions": transitions_data(),
                              "type_to_confirm": list(TYPE_TO_CONFIRM),
                              "workflow": current, "lock": lock,

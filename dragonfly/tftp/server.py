@@ -130,6 +130,21 @@ class TftpServer:
     def active(self) -> int:
         return len(self._active) + len(self._pending)
 
+    @property
+    def running(self) -> bool:
+        return self._sock is not None
+
+    def status(self) -> dict[str, Any]:
+        """Where it listens and what it has served, for the boot status."""
+        st = self.stats
+        host = f"[{self.host}]" if self._family == socket.AF_INET6 else self.host
+        return {"interface": self.interface,
+                "addresses": [f"{host}:{self._port}"] if self._sock is not None else [],
+                "counters": {"requests": st.requests, "transfers_ok": st.completed,
+                             "transfers_failed": st.failed, "refused": st.refused,
+                             "bytes_sent": st.bytes_sent, "malformed": st.malformed,
+                             "retransmits": st.retransmits, "active": self.active}}
+
     async def start(self) -> None:
         if self._sock is not None:
             return

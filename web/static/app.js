@@ -374,7 +374,7 @@ function initSetup() {
 // ------------------------------------------------------------------------------ live stream
 
 /** One EventSource per tab; pages subscribe with live.on(kind, fn). */
-const STREAM_KINDS = ["machine", "workflow", "history", "lock", "safety", "boot"];
+const STREAM_KINDS = ["machine", "workflow", "history", "lock", "safety", "boot", "boot_edge"];
 const live = {
   handlers: {},
   dropped: false,  // the stream broke (or the server said it fell behind): events were missed
@@ -834,6 +834,31 @@ function initDashboard() {
     refresh();
   });
   initBootCard();
+  initBootEdge();
+}
+
+/** The boot edge's banners: DHCP/TFTP failed to start (with the reason), discovery lacking
+ * files. The server says when the edge changes ("boot_edge" events); the details are asked. */
+function initBootEdge() {
+  const banner = $("#boot-edge-banner");
+  const missingBox = $("#discovery-missing");
+  if (!banner) return;
+  const render = (status) => {
+    const failed = status?.state === "failed";
+    banner.hidden = !failed;
+    setText(byData(banner, "field", "boot-edge-reason"), failed ? status.reason || "" : "");
+    const disc = status?.discovery || {};
+    const missing = [...(disc.missing || []), ...(disc.loaders_missing || [])];
+    if (missingBox) {
+      missingBox.hidden = failed || !missing.length;
+      setText(byData(missingBox, "field", "discovery-missing"), missing.join(", "));
+    }
+  };
+  const reload = async () => {
+    try { render(await api("GET", "/api/boot/status")); } catch { /* keep what we show */ }
+  };
+  live.on("boot_edge", reload);
+  live.on("resync", reload);
 }
 
 /** Boot activity: the newest MACs the boot doctor saw, each with its last step and diagnosis. */
@@ -1218,6 +1243,52 @@ function initMachine() {
   let lock = PAGE.lock || null;
   let deleting = false;
 
+  // ---- discovery agent: whether one waits for orders (from its heartbeats), and the admin's
+  // reboot / power off / boot disk buttons, off with the guard's reason or the agent's absence
+  let agent = PAGE.agent || null;
+  const AGENT_COMMANDS = PAGE.agent_commands || {};
+  const NO_AGENT = new Set(PAGE.no_agent_states || []);
+  let agentTimer = 0;
+  const agentReason = () => (agent && !agent.live && agent.reason ? `${capitalize(agent.reason)}.` : "");
+  const renderAgent = () => {
+    const cell = $('[data-field="agent"]');
+    const pending = agent?.pending;
+    cell?.replaceChildren(pending
+      ? h("span", { class: "pill pill-accent", title: `Queued by ${pending.by || "someone"}; the agent collects it at its next heartbeat` }, `${pending.command} queued`)
+      : agent?.live ? h("span", { class: "pill pill-ok", title: "The discovery agent is waiting for orders" }, "waiting")
+        : h("span", { class: "muted", title: agent?.reason || "" }, "—"));
+    const box = $("#agent-tools");
+    if (!box) return;
+    box.hidden = NO_AGENT.has(machine.state);
+    const reason = guardReason(lock) || agentReason();
+    for (const button of $$("[data-agent-command]", box)) {
+      if (reason) {
+        button.setAttribute("aria-disabled", "true");
+        button.title = reason;
+      } else {
+        button.removeAttribute("aria-disabled");
+        button.title = AGENT_COMMANDS[button.dataset.agentCommand]?.help || "";
+      }
+    }
+    const cancel = $("[data-agent-cancel]", box);
+    if (cancel) cancel.hidden = !pending;
+  };
+  const reloadAgent = async () => {
+    try {
+      agent = await api("GET", `/api/machines/${encodeURIComponent(id)}/agent`);
+    } catch { return; } // offline: asked again on reconnect
+    renderAgent();
+    scheduleAgent();
+  };
+  const reloadAgentSoon = throttle(reloadAgent, 2000);
+  // Liveness lapses with time alone (no event says so): ask again when its window ends.
+  const scheduleAgent = () => {
+    clearTimeout(agentTimer);
+    if (!agent?.live || agent.last_seen == null) return;
+    const ends = (agent.last_seen + agent.window_seconds - SERVER_SKEW) * 1000 - Date.now();
+    agentTimer = setTimeout(reloadAgent, Math.max(1000, ends + 500));
+  };
+
   // ---- header: state, reason, power, facts, action buttons
   const REASON_TITLE = { failed: "Deployment failed", maintenance: "In maintenance" };
   const ACTION_STYLE = { reimage: "btn-danger", release: "btn-danger", adopt: "btn-primary", deploy: "btn-primary", resume: "btn-primary" };
@@ -1247,6 +1318,7 @@ function initMachine() {
         if (button.dataset.tool === "delete") button.title = DELETE_TITLE; else button.removeAttribute("title");
       }
     }
+    renderAgent();
   };
 
   const applyLock = (next) => {
@@ -1563,6 +1635,41 @@ function initMachine() {
     ({ lock: lockMachine, unlock: unlockMachine, delete: deleteMachine })[button.dataset.tool]?.();
   });
 
+  // ---- agent commands
+  const AGENT_SAYS = {
+    reboot: ["refresh", "The machine restarts and PXE-boots again: back into discovery, or to its disk if Dragonfly is deploying it or it is installed."],
+    poweroff: ["power", "The machine switches off and stays off until someone powers it on (its BMC, the button or Wake-on-LAN)."],
+    localboot: ["disk", "The machine restarts to leave discovery for its local disk. If it PXE-boots first, Dragonfly's boot script decides: discovered machines come back to discovery."],
+  };
+  const sendAgentCommand = async (command) => {
+    const name = machine.name;
+    const label = AGENT_COMMANDS[command]?.label || command;
+    const [iconName, text] = AGENT_SAYS[command] || ["power", ""];
+    const result = await modal({
+      title: `${label}: ${name}`, iconName, confirmLabel: label, danger: command === "poweroff", inlineErrors: true,
+      body: [h("p", {}, text), h("p", { class: "muted" }, "The discovery agent collects the command at its next heartbeat.")],
+      onConfirm: () => api("POST", `/api/machines/${encodeURIComponent(id)}/agent/commands`, { command }),
+    });
+    if (!result) return;
+    agent = result.agent;
+    renderAgent();
+    toast(`${label} queued for ${name}`, result.replaced && result.replaced.command !== command ? `It replaces the queued ${result.replaced.command}.` : "The agent collects it at its next heartbeat.");
+  };
+  const withdrawAgentCommand = async () => {
+    let result;
+    try {
+      result = await api("DELETE", `/api/machines/${encodeURIComponent(id)}/agent/commands`);
+    } catch (err) { showError(err, "Cannot withdraw"); return; }
+    agent = result.agent;
+    renderAgent();
+    toast(result.cancelled ? `Withdrew the queued ${result.cancelled.command}` : "Nothing was queued any more", result.cancelled ? "" : "The agent had already collected it.");
+  };
+  $("#agent-tools")?.addEventListener("click", (e) => {
+    const button = e.target.closest("[data-agent-command], [data-agent-cancel]");
+    if (!button || refused(button)) return;
+    if (button.matches("[data-agent-cancel]")) withdrawAgentCommand(); else sendAgentCommand(button.dataset.agentCommand);
+  });
+
   // ---- boot doctor timeline
   const bootBox = $("#boot-timeline");
   const bootMacs = new Set(PAGE.boot_macs || []);
@@ -1640,6 +1747,7 @@ function initMachine() {
     if (changed !== id) return;
     if (op === "delete") { if (!deleting) toast("This machine was deleted", "Someone removed it from the inventory.", "error"); return; }
     if (data) applyMachine(data);
+    reloadAgentSoon(); // a heartbeat moved last_seen, or the state changed
   });
   live.on("lock", ({ op, id: changed, data }) => {
     if (changed === id) applyLock(op === "delete" ? null : data);
@@ -1657,6 +1765,7 @@ function initMachine() {
   });
   live.on("history", ({ op, data }) => {
     if (op !== "put" || !data || data.machine_id !== id) return;
+    if (data.kind === "agent") reloadAgentSoon(); // a command queued, collected or withdrawn
     const list = $("#history");
     if (byData(list, "id", data.id)) return;
     const item = historyItem(data);
@@ -1679,10 +1788,12 @@ function initMachine() {
       $(".past-empty").hidden = past.length > 0;
     } catch (err) { showError(err, "Cannot refresh this machine"); }
     reloadBoot();
+    reloadAgent();
   });
 
   renderBoot();
   bootDeadlines_(timelines.values());
+  scheduleAgent();
 }
 
 // ------------------------------------------------------------------------------ tags page
