@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -391,6 +392,89 @@ def test_demo_roles_locks_and_boot_doctor(demo_process: DemoProcess, browser: An
     row.locator(".lock-mark").wait_for(state="detached")
 
     context.close()
+    assert not errors, errors
+
+
+def row_ids(page: Any) -> list[str]:
+    ids: list[str] = page.eval_on_selector_all("#machine-rows tr",
+                                               "rows => rows.map(r => r.dataset.id)")
+    return ids
+
+
+def test_machine_list_filter_sort_and_bulk_tags(demo_process: DemoProcess,
+                                                browser: Any) -> None:
+    """The list's controls clicked for real: a state chip, a column sort, a shift-click range,
+    bulk add, the tag filter, select all and bulk remove, each checked against the API."""
+    demo = demo_process
+    errors: list[str] = []
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(15_000)
+    page.goto(demo.url + "/machines")
+    page.locator('#live[data-status="live"]').wait_for()
+
+    # State chip: only installed machines remain (the simulator may move some meanwhile:
+    # the list re-queries, so wait until every row is installed again).
+    page.locator('#state-chips [data-state="installed"]').click()
+    page.wait_for_function("""() => {
+        const rows = [...document.querySelectorAll('#machine-rows tr')];
+        return rows.length > 0 && rows.every(r => r.dataset.state === 'installed'); }""")
+    assert "state=installed" in page.url
+    assert page.locator('#state-chips [data-state="installed"]').get_attribute(
+        "aria-pressed") == "true"
+
+    # Back to all states, then sort by memory: the biggest first (the API's own order).
+    page.locator('#state-chips [data-state=""]').click()
+    page.locator('.th-sort[data-sort="memory"]').click()
+    page.wait_for_url("**sort=memory**")
+    assert "order=desc" in page.url
+    page.wait_for_function("() => document.querySelector('#machine-table th[aria-sort]')"
+                           "?.querySelector('[data-sort=memory]') != null")
+    page.wait_for_timeout(400)
+    shown = row_ids(page)
+    ordered = [m["id"] for m in api(demo, "/api/machines?sort=memory&order=desc&limit=500")
+               ["items"]]
+    assert [i for i in ordered if i in set(shown)] == shown
+    memory = {m["id"]: m["memory_bytes"] for m in api(demo, "/api/machines?limit=500")["items"]}
+    sizes = [memory[i] for i in shown if i in memory]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+
+    # Select the first row, shift-click the third: a range of three; bulk-add a tag.
+    checks = page.locator("#machine-rows tr .row-check")
+    picked = row_ids(page)[:3]
+    checks.nth(0).click()
+    checks.nth(2).click(modifiers=["Shift"])
+    bulkbar = page.locator("#bulkbar")
+    assert bulkbar.is_visible()
+    assert bulkbar.locator('[data-field="selected"]').inner_text() == "3"
+    page.locator("#bulk-tag").fill("rack-b7")
+    bulkbar.get_by_role("button", name="Add tag").click()
+
+    def tagged() -> set[str]:
+        return {m["id"] for m in api(demo, "/api/machines?tag=rack-b7&limit=500")["items"]}
+
+    deadline = time.monotonic() + 10
+    while tagged() != set(picked) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tagged() == set(picked)
+
+    # The tag filter learns the new tag and narrows the list to those three.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#tag-filter option')]"
+        ".some(o => o.value === 'rack-b7')")
+    page.locator("#tag-filter").select_option("rack-b7")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#machine-rows tr').length === n", arg=3)
+    assert set(row_ids(page)) == set(picked) and "tag=rack-b7" in page.url
+
+    # Select all visible, bulk-remove: no machine keeps the tag.
+    page.locator("#select-all").check()
+    page.locator("#bulk-tag").fill("rack-b7")
+    bulkbar.get_by_role("button", name="Remove tag").click()
+    deadline = time.monotonic() + 10
+    while tagged() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tagged() == set()
     assert not errors, errors
 
 
