@@ -111,11 +111,19 @@ def test_demo_in_a_real_browser(demo_process: DemoProcess, browser: Any) -> None
     assert banner.get_by_role("link", name="Docs").get_attribute("href") == "/docs"
     page.locator('#live[data-status="live"]').wait_for()
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
-    stats = api(demo, "/api/stats")
     assert int(page.locator('[data-count="installed"]').inner_text()) >= 1
-    assert page.locator("#recent .recent").count() == len(stats["recently_seen"]) > 0
-    first_recent = stats["recently_seen"][0]["name"]
-    assert page.locator("#recent").get_by_text(first_recent, exact=True).is_visible()
+    # "Recently seen" follows the live fleet (agents heartbeat, machines are discovered), so
+    # the page and the API are compared until they agree, in order.
+    deadline = time.monotonic() + 15
+    while True:
+        wanted = [m["id"] for m in api(demo, "/api/stats")["recently_seen"]]
+        shown = page.eval_on_selector_all("#recent .recent", "li => li.map(x => x.dataset.id)")
+        if shown == wanted or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(300)
+    assert shown == wanted and len(wanted) > 0
+    first = page.locator(f'#recent [data-id="{wanted[0]}"] .recent-name')
+    assert first.is_visible() and first.inner_text().strip()
 
     # Keyboard: the first Tab lands on the skip link.
     page.keyboard.press("Tab")
