@@ -22,6 +22,7 @@ from dragonfly import __version__
 from dragonfly.config import Config, config_path_from_env
 from dragonfly.errors import DragonflyError
 from dragonfly.install_plan import Runner, read_manifest, run_command
+from dragonfly.kubecheck import ClusterCheck, check_cluster
 from dragonfly.server import DB_NAME
 
 BINARY = "/usr/local/bin/dragonfly"
@@ -150,6 +151,7 @@ class Status:
     state_dir: str = ""
     services: list[ServiceCheck] = field(default_factory=list)
     machines: dict[str, int] = field(default_factory=dict)
+    cluster: str = ""  # Tinkerbell mode: whether Dragonfly reaches its cluster
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,7 +188,9 @@ def fetch_version(url: str) -> str:
 
 def collect_status(config_path: Path, *, root: Path = Path("/"), proc: Path = Path("/proc"),
                    runner: Runner | None = None,
-                   version_of: Callable[[str], str] = fetch_version) -> Status:
+                   version_of: Callable[[str], str] = fetch_version,
+                   cluster_check: Callable[[Path, str], ClusterCheck] = check_cluster
+                   ) -> Status:
     live = root == Path("/")
     status = Status(installed=config_path.exists(), config_path=config_path)
     status.binary = (root / BINARY.lstrip("/")).exists()
@@ -226,6 +230,15 @@ def collect_status(config_path: Path, *, root: Path = Path("/"), proc: Path = Pa
             status.problems.append(f"cannot read {db_path}: {exc}")
     else:
         status.problems.append(f"no database yet at {db_path} (has the service started?)")
+    if status.mode == "tinkerbell":
+        if live:
+            reach = cluster_check(Path(config["tinkerbell.kubeconfig"]),
+                                  config["tinkerbell.namespace"])
+            status.cluster = reach.detail
+            if not reach.ok:
+                status.problems.append(f"Tinkerbell cluster: {reach.detail}")
+        else:
+            status.cluster = "not checked (--root: the cluster is that system's)"
     if not status.binary:
         status.problems.append(f"{BINARY} is missing: re-run `sudo dragonfly install`")
     if not status.unit:
@@ -248,6 +261,8 @@ def format_status(status: Status) -> str:
              f"  mode:      {status.mode}",
              f"  panel:     {status.url}",
              f"  state:     {status.state_dir}"]
+    if status.cluster:
+        lines.append(f"  cluster:   {status.cluster}")
     lines.append("  listening:")
     for check in status.services:
         where = "; ".join(check.listeners) if check.listeners else "nothing listening"
