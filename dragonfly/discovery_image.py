@@ -374,23 +374,22 @@ class PackageSet:
     def find_library(self, soname: str, start: str) -> tuple[DebFiles, str, str] | None:
         """(package, path of the soname in the search path, path of the real file), looked up
         in ``start`` and then breadth first through its Depends."""
-        frontier, seen = [start], {start}
+        # Each Depends group is satisfied by its first alternative that can be fetched.
+        frontier: list[list[str]] = [[start]]
+        seen: set[str] = set()
         for _ in range(MAX_DEPENDS_DEPTH + 1):
-            following: list[str] = []
-            for name in frontier:
-                deb = self.get(name)
-                if deb is None:
+            following: list[list[str]] = []
+            for group in frontier:
+                deb = next((d for d in map(self.get, group) if d is not None), None)
+                if deb is None or deb.package in seen:
                     continue
+                seen.add(deb.package)
                 for directory in LIBRARY_DIRS:
                     path = f"{directory}/{soname}"
                     real = deb.resolve(path)
                     if real is not None:
                         return deb, path, real
-                for group in deb.depends:
-                    for alt in group:
-                        if alt not in seen:
-                            seen.add(alt)
-                            following.append(alt)
+                following += deb.depends
             frontier = following
         return None
 
