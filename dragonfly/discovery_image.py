@@ -54,8 +54,9 @@ DEFAULT_MODULES = (
     "e1000", "e1000e", "igb", "ixgbe", "r8169", "tg3",
     # disks
     "libata", "libahci", "ahci", "scsi_common", "scsi_mod", "sd_mod", "nvme_core", "nvme",
-    # the BMC, so that /sys/class/ipmi shows it
-    "ipmi_msghandler", "ipmi_si", "ipmi_devintf",
+    # the BMC: /dev/ipmi0 for ipmitool (the device interface first, so that it sees the
+    # system interface as soon as ipmi_si finds it) and /sys/class/ipmi
+    "ipmi_msghandler", "ipmi_devintf", "ipmi_si",
 )
 # Module parameters, written after the module's path in /etc/dragonfly/modules.
 MODULE_PARAMS: dict[str, str] = {}
