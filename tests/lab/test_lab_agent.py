@@ -182,7 +182,9 @@ async def test_agent_reports_the_bmc_address(
                        append=f"console=ttyS0 dragonfly.url={server.url} "
                               f"dragonfly.mac={mac} panic=30",
                        smp=1, memory_mib=512, seconds=240, extra=sim.qemu_args())
+    started = time.monotonic()
     machine = await wait_for_machine(ctx, guest)
+    print(f"VM with a BMC checked in after {time.monotonic() - started:.1f} s")
     assert machine.bmc == {"ip": "10.99.7.42", "interface": "ipmi0",
                            "mac": "52:54:00:be:ef:03", "ip_source": "dhcp"}, \
         guest.diagnostics()
@@ -190,3 +192,29 @@ async def test_agent_reports_the_bmc_address(
     assert isinstance(commands, AgentCommands)
     commands.queue(machine.id, "poweroff")
     assert await wait_for_exit(guest, 30) == 0
+
+
+async def test_a_silent_bmc_does_not_hold_up_discovery(
+        tmp_path: Path, lab_net: LabNet, site_dhcp: Callable[..., Proc],
+        discovery_image: DiscoveryImage, qemu: QemuFactory,
+        lab_server: Callable[..., Awaitable[LabServer]]) -> None:
+    """The firmware announces a BMC (SMBIOS type 38, the KCS interface) but nothing answers
+    behind it: the agent checks in anyway, within the usual time, with the BMC present and no
+    address."""
+    mac = "52:54:00:d1:5c:04"
+    site_dhcp(hosts=[DhcpHost(mac, "10.99.0.122", "deadbmc")])
+    ctx = lab_context(tmp_path, lab_net, discovery_image)
+    server = await lab_server(agent_app(ctx))
+    initrd = tmp_path / "served-initrd.img"
+    async with aiohttp.ClientSession() as http, \
+            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
+        initrd.write_bytes(await response.read())
+    nobody = ["-chardev", "socket,id=ipmi0,host=127.0.0.1,port=9,reconnect=10",
+              "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+              "-device", "isa-ipmi-kcs,bmc=bmc0"]
+    guest = qemu.start("vm4", mac, kernel=discovery_image.vmlinuz, initrd=initrd,
+                       append=f"console=ttyS0 dragonfly.url={server.url} "
+                              f"dragonfly.mac={mac} panic=30",
+                       smp=1, memory_mib=512, seconds=240, extra=nobody)
+    machine = await wait_for_machine(ctx, guest, 120)
+    assert machine.bmc is not None and machine.bmc["ip"] == "", machine.bmc
