@@ -61,12 +61,14 @@ def test_parse_cleans_and_defaults() -> None:
     r = parse_report({"nics": [{"mac": "AA-BB-CC-00-11-22"}],
                       "dmi": {"vendor": " To Be Filled By O.E.M. ", "serial": "SN\x01 42\x7f",
                               "uuid": "00000000-0000-0000-0000-000000000000"},
-                      "bmc": {"present": True, "interface": "ipmi0", "ip": "192.0.2.9"}})
+                      "bmc": {"present": True, "interface": "ipmi0", "ip": "192.0.2.9",
+                              "mac": "52:54:00:BE:EF:01", "ip_source": "DHCP"}})
     assert r.boot_mac == "aa:bb:cc:00:11:22" and r.macs == ["aa:bb:cc:00:11:22"]
     assert r.vendor == ""  # placeholder
     assert r.serial == "SN 42"  # control characters dropped
     assert r.identity_uuid == ""  # shared all-zero UUID is no identity
-    assert r.bmc == {"ip": "192.0.2.9", "interface": "ipmi0"}
+    assert r.bmc == {"ip": "192.0.2.9", "interface": "ipmi0", "mac": "52:54:00:be:ef:01",
+                     "ip_source": "dhcp"}
     assert r.memory_bytes == 0 and r.disks == []
 
 
@@ -105,6 +107,9 @@ def test_parse_cleans_and_defaults() -> None:
     (report_body(nics=[{"mac": "52:54:00:12:34:56", "ip": "fe80::zz"}]),
      "report.nics[0].ip is not an IP address"),
     (report_body(bmc={"present": True, "ip": "bmc.example"}), "report.bmc.ip is not an IP"),
+    (report_body(bmc={"present": True, "mac": "00:11:22:33:44"}), "report.bmc.mac is not a MAC"),
+    (report_body(bmc={"present": True, "ip_source": "magic"}),
+     "report.bmc.ip_source must be one of static, dhcp, bios, other or empty, got 'magic'"),
     (report_body(virtualization=["kvm"]), "report.virtualization must be a string, got a list"),
 ])
 def test_parse_rejects_precisely(body: Any, message: str) -> None:
@@ -405,3 +410,9 @@ async def test_uuid_identity_follows_updates_and_deletes(fleet: Fleet) -> None:
     assert fleet.find_machine((), new_uuid) is fleet.get_machine(machine_id)
     await fleet.delete_machine(machine_id)
     assert fleet.find_machine((), new_uuid) is None and not fleet.name_taken("node-a")
+
+
+def test_parse_bmc_from_an_older_agent() -> None:
+    """Agents before ipmitool sent no mac or ip_source: both default to empty."""
+    r = parse_report(report_body(bmc={"present": True, "interface": "ipmi0", "ip": ""}))
+    assert r.bmc == {"ip": "", "interface": "ipmi0", "mac": "", "ip_source": ""}

@@ -1,14 +1,18 @@
-"""scripts/build_discovery_image.py: module dependencies and the stock initrd's layout.
+"""scripts/build_discovery_image.py: module dependencies, programs with their shared libraries
+and the stock initrd's layout.
 (The real build from Debian packages runs in the lab tests, which boot its output.)"""
 
 from __future__ import annotations
 
 import stat
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dragonfly.agent import cpio
+from tests.elf_fixtures import make_elf
 from tests.lab.harness import build_script
 
 
@@ -62,3 +66,90 @@ def test_stock_initrd_layout(script: Any) -> None:
     assert files["lib/modules/6.1.0-99-amd64/kernel/virtio_net.ko"].data == b"ko2"
     assert files["etc/udhcpc/default.script"].data.startswith(b"#!/bin/sh")
     assert script.stock_initrd(b"BUSYBOX", kernel) == image  # deterministic
+
+
+# --- programs with their shared libraries --------------------------------------------------------
+
+def fake_deb(cache: Path, package: str, files: dict[str, bytes],
+             links: dict[str, str] | None = None, depends: str = "") -> None:
+    """A real .deb (dpkg-deb --build) named as apt-get download names it, so fetch() takes it
+    from the cache and never calls apt-get."""
+    tree = cache / "src" / package
+    for path, data in files.items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_bytes(data)
+    for path, target in (links or {}).items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).symlink_to(target)
+    (tree / "DEBIAN").mkdir(parents=True)
+    control = (f"Package: {package}\nVersion: 1.0\nArchitecture: amd64\n"
+               f"Maintainer: Test <t@example.org>\nDescription: test\n")
+    if depends:
+        control += f"Depends: {depends}\n"
+    (tree / "DEBIAN/control").write_text(control)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree),
+                    str(cache / f"{package}_1.0_amd64.deb")], check=True, capture_output=True)
+
+
+LIB = "lib/x86_64-linux-gnu"
+USRLIB = "usr/lib/x86_64-linux-gnu"
+
+
+@pytest.fixture
+def fake_archive(tmp_path: Path) -> Path:
+    """tool -> libfoo1 (a symlinked soname, found through an alternative) -> libbar2 -> libc6,
+    whose libc needs the dynamic loader; libbar2 also ships a library nobody needs."""
+    cache = tmp_path / "debs"
+    cache.mkdir()
+    fake_deb(cache, "tool", {
+        "usr/bin/tool": make_elf(("libfoo.so.1", "libc.so.6"), interp="/lib64/ld-linux.so.2"),
+        "usr/share/doc/tool/README": b"docs are left out"},
+        depends="libfoo1 (>= 1.0) | libfoo-compat, libc6:any (>= 2.36)")
+    fake_deb(cache, "libfoo1", {
+        f"{USRLIB}/libfoo.so.1.2.3": make_elf(("libbar.so.2", "libc.so.6"),
+                                              soname="libfoo.so.1")},
+        links={f"{USRLIB}/libfoo.so.1": "libfoo.so.1.2.3"}, depends="libbar2")
+    fake_deb(cache, "libbar2", {
+        f"{LIB}/libbar.so.2": make_elf(("libc.so.6",), soname="libbar.so.2"),
+        f"{LIB}/libunused.so.0": make_elf((), soname="libunused.so.0")},
+        depends="libc6")
+    fake_deb(cache, "libc6", {
+        f"{LIB}/libc.so.6": make_elf(("ld-linux.so.2",), soname="libc.so.6"),
+        f"{LIB}/ld-linux.so.2": make_elf((), soname="ld-linux.so.2")},
+        links={"lib64/ld-linux.so.2": f"/{LIB}/ld-linux.so.2"})
+    return cache
+
+
+def test_programs_bring_exactly_the_libraries_they_need(script: Any, fake_archive: Path
+                                                        ) -> None:
+    userland = script.resolve_programs(fake_archive, {"tool": ("usr/bin/tool",)})
+    assert sorted(userland.files) == [
+        f"{LIB}/ld-linux.so.2", f"{LIB}/libbar.so.2", f"{LIB}/libc.so.6", "usr/bin/tool",
+        f"{USRLIB}/libfoo.so.1"]
+    assert userland.files[f"{USRLIB}/libfoo.so.1"] == (
+        fake_archive / "src/libfoo1" / USRLIB / "libfoo.so.1.2.3").read_bytes()
+    # The program asks for its loader at /lib64/...: there it is, a link to the one copy.
+    assert userland.links == {"lib64/ld-linux.so.2": f"/{LIB}/ld-linux.so.2"}
+    assert sorted(userland.debs) == ["libbar2", "libc6", "libfoo1", "tool"]
+
+    kernel = script.KernelParts(release="6.1.0-99-amd64", vmlinuz=b"k", modules={}, order=[])
+    files = cpio.unpack_all(script.stock_initrd(b"BUSYBOX", kernel, userland)).by_name()
+    assert stat.S_IMODE(files["usr/bin/tool"].mode) == 0o755
+    assert files["lib64/ld-linux.so.2"].is_symlink
+    assert files[f"{LIB}/libbar.so.2"].data == userland.files[f"{LIB}/libbar.so.2"]
+
+
+def test_a_library_no_dependency_provides_is_an_error(script: Any, fake_archive: Path) -> None:
+    fake_deb(fake_archive, "broken", {"usr/bin/broken": make_elf(("libmissing.so.9",))},
+             depends="libc6")
+    with pytest.raises(script.BuildError, match="usr/bin/broken needs libmissing.so.9"):
+        script.resolve_programs(fake_archive, {"broken": ("usr/bin/broken",)})
+    with pytest.raises(script.BuildError, match="has no usr/bin/nothing"):
+        script.resolve_programs(fake_archive, {"tool": ("usr/bin/nothing",)})
+
+
+def test_parse_depends(script: Any) -> None:
+    assert script.parse_depends("libc6 (>= 2.34), libfoo1:any | libfoo-compat (<< 2), "
+                                "debconf [amd64]") == [
+        ["libc6"], ["libfoo1", "libfoo-compat"], ["debconf"]]
+    assert script.parse_depends("") == []

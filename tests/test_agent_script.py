@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def fake_root(root: Path, cmdline: str = "console=ttyS0") -> Path:
 
 def agent_env(root: Path, path: str, work: Path, **extra: str) -> dict[str, str]:
     config = work / "config"
-    write(config, "POLL_MIN=1\nPOLL_MAX=5\nBACKOFF_MAX=2\nHTTP_TIMEOUT=5\n")
+    write(config, "POLL_MIN=1\nPOLL_MAX=5\nBACKOFF_MAX=2\nHTTP_TIMEOUT=5\nIPMI_TIMEOUT=2\n")
     env = {"PATH": path, "DRAGONFLY_SYSROOT": str(root), "DRAGONFLY_WORKDIR": str(work),
            "DRAGONFLY_CONFIG": str(config), "HOME": str(work)}
     env.update(extra)
@@ -124,7 +125,8 @@ def test_inventory_from_awkward_sysfs(tmp_path: Path, busybox_path: str) -> None
     assert data["dmi"]["serial"] == "S" * 200  # truncated
     assert data["dmi"]["uuid"] == UUID
     assert data["boot_mac"] == "aa:bb:cc:00:00:01"
-    assert data["bmc"] == {"present": True, "interface": "ipmi0", "ip": ""}
+    assert data["bmc"] == {"present": True, "interface": "ipmi0", "ip": "", "mac": "",
+                           "ip_source": ""}  # no ipmitool on a fake root
     report = parse_report(data)
     assert [(d["name"], d["size_bytes"], d["model"], d["serial"], d["rotational"])
             for d in report.disks] == [
@@ -135,7 +137,95 @@ def test_inventory_from_awkward_sysfs(tmp_path: Path, busybox_path: str) -> None
             for n in report.nics] == [("eth0", "aa:bb:cc:00:00:01", 1000, True, "igb"),
                                       ("eth1", "aa:bb:cc:00:00:02", None, False, "")]
     assert report.vendor == "Dell Inc." and report.virtualization == "none"
-    assert report.bmc == {"ip": "", "interface": "ipmi0"}
+    assert report.bmc == {"ip": "", "interface": "ipmi0", "mac": "", "ip_source": ""}
+
+
+LAN_PRINT = """\
+Set in Progress         : Set Complete
+Auth Type Support       : NONE MD2 MD5 PASSWORD
+IP Address Source       : {source}
+IP Address              : {ip}
+Subnet Mask             : 255.255.255.0
+MAC Address             : {mac}
+SNMP Community String   : public
+Default Gateway IP      : 10.0.0.1
+Backup Gateway IP       : 0.0.0.0
+"""
+
+
+def fake_ipmitool(tmp_path: Path, answers: dict[str, str], sleep: int = 0) -> Path:
+    """An ipmitool that records its arguments and answers `lan print [CHANNEL]` from
+    ``answers`` (key "" for no channel); other channels fail as a real BMC's do."""
+    script = tmp_path / "ipmitool"
+    cases = "".join(f"    '{ch}') cat <<'EOF'\n{out}EOF\n    ;;\n" for ch, out in answers.items())
+    write(script, f"""#!/bin/sh
+echo "$*" >>"{tmp_path / 'ipmitool.calls'}"
+# (not holding the output pipe, so that killing this shell ends the command substitution)
+[ {sleep} -gt 0 ] && sleep {sleep} >/dev/null 2>&1
+echo "IANA PEN registry open failed: No such file or directory" >&2
+case "$3" in
+{cases}    *) echo "Invalid channel $3" >&2; exit 1 ;;
+esac
+""")
+    script.chmod(0o755)
+    return script
+
+
+def bmc_inventory(tmp_path: Path, busybox_path: str, ipmitool: Path,
+                  **extra: str) -> tuple[dict[str, Any], list[str]]:
+    root = fake_root(tmp_path / "root")
+    done = subprocess.run(["busybox", "sh", str(agent_script(tmp_path)), "inventory"],
+                          env=agent_env(root, busybox_path, tmp_path / "work",
+                                        DRAGONFLY_IPMITOOL=str(ipmitool), **extra),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    data = json.loads(done.stdout)
+    parse_report(data)  # what the agent sends validates
+    calls = (tmp_path / "ipmitool.calls").read_text().splitlines()
+    return data["bmc"], calls
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("Static Address", "static"), ("DHCP Address", "dhcp"),
+    ("BIOS Assigned Address", "bios"), ("Other", "other")])
+def test_bmc_address_from_ipmitool_lan_print(tmp_path: Path, busybox_path: str, source: str,
+                                             expected: str) -> None:
+    out = LAN_PRINT.format(source=source, ip="192.0.2.77", mac="52:54:00:BE:EF:01")
+    bmc, calls = bmc_inventory(tmp_path, busybox_path, fake_ipmitool(tmp_path, {"": out}))
+    assert bmc == {"present": True, "interface": "ipmi0", "ip": "192.0.2.77",
+                   "mac": "52:54:00:be:ef:01", "ip_source": expected}
+    assert calls == ["lan print"]
+
+
+def test_bmc_address_on_a_later_channel(tmp_path: Path, busybox_path: str) -> None:
+    """The default channel shows no address (0.0.0.0), channel 1 fails, channel 2 has it."""
+    unset = LAN_PRINT.format(source="Static Address", ip="0.0.0.0", mac="00:00:00:00:00:00")
+    ch2 = LAN_PRINT.format(source="DHCP Address", ip="10.20.0.5", mac="aa:bb:cc:dd:ee:02")
+    bmc, calls = bmc_inventory(tmp_path, busybox_path,
+                               fake_ipmitool(tmp_path, {"": unset, "2": ch2}))
+    assert bmc["ip"] == "10.20.0.5" and bmc["mac"] == "aa:bb:cc:dd:ee:02"
+    assert bmc["ip_source"] == "dhcp"
+    assert calls == ["lan print", "lan print 1", "lan print 2"]
+
+
+def test_bmc_without_an_address(tmp_path: Path, busybox_path: str) -> None:
+    """No channel has an address: present, with whatever MAC the BMC showed; garbage in the
+    address field is not reported."""
+    out = LAN_PRINT.format(source="Static Address", ip="not-an-ip", mac="52:54:00:be:ef:01")
+    bmc, calls = bmc_inventory(tmp_path, busybox_path, fake_ipmitool(tmp_path, {"": out}))
+    assert bmc == {"present": True, "interface": "ipmi0", "ip": "", "mac": "52:54:00:be:ef:01",
+                   "ip_source": "static"}
+    assert calls == ["lan print", "lan print 1", "lan print 2", "lan print 3"]
+
+
+def test_a_hanging_ipmitool_is_cut_short(tmp_path: Path, busybox_path: str) -> None:
+    out = LAN_PRINT.format(source="Static Address", ip="192.0.2.77", mac="52:54:00:be:ef:01")
+    started = time.monotonic()
+    bmc, calls = bmc_inventory(tmp_path, busybox_path,
+                               fake_ipmitool(tmp_path, {"": out}, sleep=30))
+    assert time.monotonic() - started < 15  # IPMI_TIMEOUT=2 in the test config
+    assert bmc["present"] is True and bmc["ip"] == ""
+    assert calls == ["lan print"]  # a timeout ends the search
 
 
 def test_inventory_of_this_host_validates(tmp_path: Path, busybox_path: str) -> None:

@@ -231,6 +231,22 @@ async def test_machine_page_shows_inventory_and_controls(client: TestClient) -> 
         t for t in TRANSITIONS if t in OPERATOR_ACTIONS]
 
 
+async def test_machine_page_shows_the_bmc_the_agent_found(client: TestClient) -> None:
+    import dataclasses
+    import random
+
+    from dragonfly.app_key import CTX
+    from dragonfly.demo.fleet import make_machine
+
+    machine = make_machine(random.Random(7), 901, State.DISCOVERED, "bmc-found", 0.0)
+    machine = dataclasses.replace(machine, bmc={"ip": "10.20.0.5", "interface": "ipmi0",
+                                                "mac": "52:54:00:be:ef:09",
+                                                "ip_source": "dhcp"})
+    await client.app[CTX].fleet.add_machine(machine)
+    text = text_of(await get_html(client, f"/machines/{machine.id}"))
+    assert "10.20.0.5 (dhcp)" in text and "52:54:00:be:ef:09" in text
+
+
 async def test_failed_machine_shows_reason_and_deploying_machine_its_workflow(
         client: TestClient) -> None:
     failed = (await get_json(client, "/api/machines?state=failed"))["items"][0]

@@ -1,20 +1,23 @@
 #!/bin/sh
 # Dragonfly discovery agent. POSIX shell for busybox ash inside the discovery initramfs: no
-# Python, no jq, no ipmitool can be assumed there.
+# Python, no jq. Dragonfly's own image carries ipmitool (for the BMC's address); other
+# initrds may not, and then only the BMC's presence is reported.
 #
 #   agent.sh inventory   print the hardware report (JSON) on stdout
 #   agent.sh run         check in, then follow the server's answers until told to reboot,
 #                        power off or boot the local disk (the default)
 #
 # Settings come from /proc/cmdline (dragonfly.url=, dragonfly.mac= or BOOTIF=) and from the
-# overlay's config file. DRAGONFLY_URL, DRAGONFLY_SYSROOT, DRAGONFLY_REBOOT_CMD and
-# DRAGONFLY_POWEROFF_CMD override them; tests use these to run the agent on a host.
+# overlay's config file. DRAGONFLY_URL, DRAGONFLY_SYSROOT, DRAGONFLY_REBOOT_CMD,
+# DRAGONFLY_POWEROFF_CMD and DRAGONFLY_IPMITOOL override them; tests use these to run the agent
+# on a host.
 
 AGENT_VERSION=1
 POLL_MIN=2
 POLL_MAX=300
 BACKOFF_MAX=60
 HTTP_TIMEOUT=20
+IPMI_TIMEOUT=10
 CONFIG=${DRAGONFLY_CONFIG:-/dragonfly/config}
 # shellcheck disable=SC1090
 [ -r "$CONFIG" ] && . "$CONFIG"
@@ -28,6 +31,7 @@ ANSWER=$WORK/answer.json
 BEAT=$WORK/heartbeat.json
 ACT_REBOOT=${DRAGONFLY_REBOOT_CMD:-reboot -f}
 ACT_POWEROFF=${DRAGONFLY_POWEROFF_CMD:-poweroff -f}
+IPMITOOL=${DRAGONFLY_IPMITOOL:-ipmitool}
 STARTED=$(date +%s 2>/dev/null || echo 0)
 
 # --- logging: one line to every active kernel console (serial and screen alike) -------------
@@ -220,25 +224,101 @@ dmi() {
     readf "$SYS/class/dmi/id/$1"
 }
 
+# The IPMI drivers, when the firmware announces a BMC but they are not loaded (an initrd without
+# Dragonfly's module list): ipmitool talks to the BMC through /dev/ipmi0. Order matters.
+bmc_modules() {
+    [ -z "$ROOT" ] || return 0
+    [ -e /dev/ipmi0 ] && return 0
+    for m in ipmi_msghandler ipmi_devintf ipmi_si; do
+        grep -q "^$m " /proc/modules 2>/dev/null && continue
+        p=$(find /lib/modules -name "$m.ko*" 2>/dev/null | head -n 1)
+        if [ -z "$p" ] || ! insmod "$p" 2>/dev/null; then
+            modprobe "$m" 2>/dev/null
+        fi
+    done
+    # ipmi_si probes the interface in the background: give /dev/ipmi0 a moment to appear.
+    i=0
+    while [ ! -e /dev/ipmi0 ] && [ "$i" -lt 5 ]; do
+        sleep 1
+        i=$((i + 1))
+    done
+}
+
+# ipmitool, never for longer than IPMI_TIMEOUT seconds (a wedged BMC must not stall discovery).
+ipmi() {
+    if command -v timeout >/dev/null 2>&1; then
+        timeout "$IPMI_TIMEOUT" "$IPMITOOL" "$@"
+    else
+        "$IPMITOOL" "$@"
+    fi
+}
+
+# One field of `ipmitool lan print` output (on stdin): lan_field 'IP Address'.
+lan_field() {
+    sed -n "s/^$1[[:space:]]*:[[:space:]]*//p" | head -n 1 | sed 's/[[:space:]]*$//'
+}
+
+# Sets LAN_IP, LAN_MAC and LAN_SOURCE (static, dhcp, bios, other or empty) from the output of
+# `ipmitool lan print` in $1; unset and all-zero addresses become empty.
+parse_lan_print() {
+    LAN_IP=$(printf '%s\n' "$1" | lan_field 'IP Address')
+    printf '%s' "$LAN_IP" | grep -q -E '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' || LAN_IP=""
+    [ "$LAN_IP" = 0.0.0.0 ] && LAN_IP=""
+    LAN_MAC=$(lower "$(printf '%s\n' "$1" | lan_field 'MAC Address')")
+    is_mac "$LAN_MAC" || LAN_MAC=""
+    [ "$LAN_MAC" = 00:00:00:00:00:00 ] && LAN_MAC=""
+    case "$(lower "$(printf '%s\n' "$1" | lan_field 'IP Address Source')")" in
+        static*) LAN_SOURCE=static ;;
+        dhcp*) LAN_SOURCE=dhcp ;;
+        bios*) LAN_SOURCE=bios ;;
+        '') LAN_SOURCE="" ;;
+        *) LAN_SOURCE=other ;;
+    esac
+}
+
+# The BMC's LAN settings: `ipmitool lan print` picks the first LAN channel itself; if that
+# shows no address, channels 1 to 3 are asked in turn. Stops at the first timeout.
+bmc_lan() {
+    BMC_IP="" BMC_MAC="" BMC_SOURCE=""
+    for ch in "" 1 2 3; do
+        # shellcheck disable=SC2086
+        out=$(ipmi lan print $ch 2>/dev/null)
+        rc=$?
+        parse_lan_print "$out"
+        [ -n "$BMC_MAC" ] || BMC_MAC=$LAN_MAC
+        [ -n "$BMC_SOURCE" ] || BMC_SOURCE=$LAN_SOURCE
+        if [ -n "$LAN_IP" ]; then
+            BMC_IP=$LAN_IP BMC_MAC=$LAN_MAC BMC_SOURCE=$LAN_SOURCE
+            return 0
+        fi
+        if [ "$rc" -ge 124 ]; then
+            log "ipmitool lan print $ch did not answer within ${IPMI_TIMEOUT}s"
+            return 1
+        fi
+    done
+    return 1
+}
+
 bmc_json() {
     present=false
     iface=""
-    address=""
+    BMC_IP="" BMC_MAC="" BMC_SOURCE=""
+    # SMBIOS type 38 (IPMI device information) announces a BMC even without the driver.
+    for e in "$SYS"/firmware/dmi/entries/38-* "$SYS"/class/ipmi/ipmi*; do
+        [ -e "$e" ] && present=true
+    done
+    if [ "$present" = true ] && { [ -z "$ROOT" ] || [ -n "${DRAGONFLY_IPMITOOL:-}" ]; } \
+        && command -v "$IPMITOOL" >/dev/null 2>&1; then
+        bmc_modules
+        bmc_lan
+    fi
     for i in "$SYS"/class/ipmi/ipmi*; do
         [ -e "$i" ] || continue
-        present=true
         iface=${i##*/}
         break
     done
-    # SMBIOS type 38 (IPMI device information) announces a BMC even without the driver.
-    for e in "$SYS"/firmware/dmi/entries/38-*; do
-        [ -e "$e" ] && present=true
-    done
-    if [ "$present" = true ] && [ -z "$ROOT" ] && command -v ipmitool >/dev/null 2>&1; then
-        address=$(ipmitool lan print 2>/dev/null | sed -n 's/^IP Address[[:space:]]*:[[:space:]]*//p' | head -n 1)
-        [ "$address" = 0.0.0.0 ] && address=""
-    fi
-    printf '{"present":%s,"interface":%s,"ip":%s}' "$present" "$(jstr "$iface")" "$(jstr "$address")"
+    printf '{"present":%s,"interface":%s,"ip":%s,"mac":%s,"ip_source":%s}' "$present" \
+        "$(jstr "$iface")" "$(jstr "$BMC_IP")" "$(jstr "$BMC_MAC")" "$(jstr "$BMC_SOURCE")"
 }
 
 virtualization() {

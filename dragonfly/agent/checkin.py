@@ -33,6 +33,8 @@ POLL_DEFAULT = 30
 POLL_MIN, POLL_MAX = 2, 300
 ACTIONS = ("wait", "reboot", "poweroff", "localboot")
 COMMANDS = ("reboot", "poweroff", "localboot")
+# Where the BMC's address comes from (`ipmitool lan print`, "IP Address Source"); "" unknown.
+BMC_IP_SOURCES = ("", "static", "dhcp", "bios", "other")
 
 # States whose machines go back to ``discovered`` when they boot discovery again.
 REDISCOVER_FROM = (State.READY, State.FAILED, State.MAINTENANCE)
@@ -239,8 +241,16 @@ def parse_report(data: object) -> Report:
         b = _obj(body["bmc"], f"{w}.bmc")
         present = _bool(b, "present", f"{w}.bmc")
         bmc_ip = _ip(_text(b, "ip", f"{w}.bmc", 64), f"{w}.bmc.ip")
+        bmc_mac_raw = _text(b, "mac", f"{w}.bmc", 64)
+        bmc_mac = parse_mac(bmc_mac_raw, f"{w}.bmc.mac") if bmc_mac_raw else ""
+        source = _text(b, "ip_source", f"{w}.bmc", 16).lower()
+        if source not in BMC_IP_SOURCES:
+            raise InvalidInput(f"{w}.bmc.ip_source must be one of "
+                               f"{', '.join(s for s in BMC_IP_SOURCES if s)} or empty, "
+                               f"got {source[:20]!r}")
         if present or bmc_ip:
-            bmc = {"ip": bmc_ip, "interface": _text(b, "interface", f"{w}.bmc", 32)}
+            bmc = {"ip": bmc_ip, "interface": _text(b, "interface", f"{w}.bmc", 32),
+                   "mac": bmc_mac, "ip_source": source}
 
     return Report(
         boot_mac=boot_mac or macs[0], macs=macs, ip=ip, agent_version=agent_version, cpu=cpu,

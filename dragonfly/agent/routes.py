@@ -142,7 +142,8 @@ _REPORT_SCHEMA: dict[str, Any] = {
             "serial": {"type": "string"}, "uuid": {"type": "string"}}},
         "bmc": {"type": "object", "properties": {
             "present": {"type": "boolean"}, "interface": {"type": "string"},
-            "ip": {"type": "string"}}},
+            "ip": {"type": "string"}, "mac": {"type": "string"},
+            "ip_source": {"type": "string", "enum": list(checkin.BMC_IP_SOURCES)}}},
         "virtualization": {"type": "string"},
     },
 }

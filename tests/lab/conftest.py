@@ -8,6 +8,9 @@
 - ``site_dhcp``: a factory starting dnsmasq as the site's plain DHCP server (no PXE options,
   IPv6 RA so iPXE does not stall), optionally with DNS (A/PTR for the given hosts, domain
   ``lab.internal``, nothing forwarded). ``site_dhcp(hosts=[DhcpHost(mac, ip, name)], dns=True)``.
+- ``bmc_sim``: a factory starting OpenIPMI's ipmi_sim in ``ns`` as a guest's BMC:
+  ``sim = bmc_sim(ip, mac, source)``, then ``qemu.start(..., extra=sim.qemu_args())``; the
+  guest sees a KCS interface, and `ipmitool lan print` there shows ``ip``/``mac``/``source``.
 - ``qemu``: a ``QemuFactory``; ``qemu.start(name, mac, firmware="bios"|"uefi", kernel=...,
   initrd=..., append=..., disk_bytes=1 << 30, smp=2, memory_mib=512, seconds=180)``. Always
   under ``timeout``, TCG, serial log in ``guest.serial``; every guest is killed at teardown.
@@ -33,6 +36,7 @@ import pytest
 from aiohttp import web
 
 from tests.lab.harness import (
+    BmcSim,
     DhcpHost,
     DiscoveryImage,
     LabNet,
@@ -43,6 +47,7 @@ from tests.lab.harness import (
     delete_lab_net,
     require_lab,
     socket_in_netns,
+    start_bmc_sim,
     start_site_dhcp,
 )
 
@@ -82,6 +87,24 @@ def site_dhcp(lab_net: LabNet, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     finally:
         for proc in started:
             proc.stop()
+
+
+@pytest.fixture
+def bmc_sim(lab_net: LabNet, tmp_path: Path) -> Iterator[Callable[..., BmcSim]]:
+    started: list[BmcSim] = []
+
+    def start(ip: str, mac: str, source: str = "static") -> BmcSim:
+        require_lab("ipmi_sim", "ss")
+        sim = start_bmc_sim(lab_net, tmp_path / f"bmc{len(started)}", ip, mac, source,
+                            vm_port=9002 + len(started))
+        started.append(sim)
+        return sim
+
+    try:
+        yield start
+    finally:
+        for sim in started:
+            sim.stop()
 
 
 @pytest.fixture

@@ -285,6 +285,92 @@ def start_site_dhcp(net: LabNet, workdir: Path, hosts: Sequence[DhcpHost] = (),
     raise RuntimeError(f"dnsmasq did not start: {proc.tail()}")
 
 
+# --- a BMC for a guest: OpenIPMI's ipmi_sim ------------------------------------------------------
+
+LANCONTROL = """#!/bin/sh
+# ipmi_sim's lan_config_program: "lancontrol DEVICE get PARM..." prints PARM:VALUE lines; the
+# values are what `ipmitool lan print` shows as the BMC's own network settings.
+shift
+[ "$1" = get ] || exit 0
+shift
+for p in "$@"; do
+    case $p in
+        ip_addr) echo "ip_addr:{ip}" ;;
+        ip_addr_src) echo "ip_addr_src:{source}" ;;
+        mac_addr) echo "mac_addr:{mac}" ;;
+        subnet_mask) echo "subnet_mask:255.255.255.0" ;;
+        default_gw_ip_addr) echo "default_gw_ip_addr:0.0.0.0" ;;
+        backup_gw_ip_addr) echo "backup_gw_ip_addr:0.0.0.0" ;;
+        *_mac_addr) echo "$p:00:00:00:00:00:00" ;;
+    esac
+done
+"""
+
+
+@dataclass
+class BmcSim:
+    """ipmi_sim in the lab namespace, waiting for a guest on ``vm_port`` (loopback of the
+    namespace). ``qemu_args()`` attach it to a guest as a KCS system interface, so the guest's
+    ipmi_si driver and ipmitool talk to it; its LAN settings are ``ip``/``mac``/``source``."""
+
+    proc: Proc
+    vm_port: int
+    ip: str
+    mac: str
+    source: str
+
+    def qemu_args(self) -> list[str]:
+        return ["-chardev", f"socket,id=ipmi0,host=127.0.0.1,port={self.vm_port},reconnect=10",
+                "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+                "-device", "isa-ipmi-kcs,bmc=bmc0"]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_bmc_sim(net: LabNet, workdir: Path, ip: str, mac: str, source: str = "static",
+                  vm_port: int = 9002) -> BmcSim:
+    """lan.conf: a LAN channel 1 on the namespace's loopback, the LAN settings from a
+    lan_config_program, and ``serial 15 ... codec VM`` for QEMU's ipmi-bmc-extern."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lancontrol = workdir / "lancontrol.sh"
+    lancontrol.write_text(LANCONTROL.format(ip=ip, mac=mac, source=source))
+    lancontrol.chmod(0o755)
+    (workdir / "lan.conf").write_text(f"""name "labbmc"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 623
+    priv_limit admin
+    allowed_auths_admin none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_callback none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+    lan_config_program "{lancontrol} lab0"
+  endlan
+  serial 15 127.0.0.1 {vm_port} codec VM
+  user 2 true "admin" "password" admin 10 none md2 md5 straight
+""")
+    (workdir / "sim.emu").write_text(
+        "mc_setbmc 0x20\n"
+        "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n"
+        "sel_enable 0x20 1000 0x0a\nmc_enable 0x20\n")
+    (workdir / "state").mkdir(exist_ok=True)
+    proc = start_process("ipmi_sim", net.exec_args(
+        "ipmi_sim", "-c", str(workdir / "lan.conf"), "-f", str(workdir / "sim.emu"),
+        "-s", str(workdir / "state"), "-n"), workdir / "ipmi_sim.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"ipmi_sim exited: {proc.tail()}")
+        listening = run(*net.exec_args("ss", "-Hltn", f"sport = :{vm_port}"), check=False)
+        if listening.stdout.strip():
+            return BmcSim(proc, vm_port, ip, mac, source)
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"ipmi_sim did not listen on port {vm_port}: {proc.tail()}")
+
+
 # --- QEMU guests ---------------------------------------------------------------------------------
 
 def clean_text(raw: bytes) -> str:

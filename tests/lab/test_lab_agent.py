@@ -4,7 +4,8 @@ QEMU boots the discovery kernel with the initrd exactly as the server streams it
 + agent overlay), gets its address from the site's dnsmasq, and the agent checks in with the
 app in the namespace. The inventory must match the VM: MAC, 2 CPUs, ~512 MiB, a 1 GiB disk; its
 name comes from the PTR record dnsmasq serves. A second test goes through real iPXE: the
-per-MAC script, the kernel and the initrd over HTTP.
+per-MAC script, the kernel and the initrd over HTTP. A third gives the VM a BMC (OpenIPMI's
+ipmi_sim behind QEMU's KCS interface): the agent reads its address with the image's ipmitool.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dragonfly.naming import machine_name
 from tests.lab.conftest import LabServer
 from tests.lab.harness import (
     IPXE_LKRN,
+    BmcSim,
     DhcpHost,
     DiscoveryImage,
     Guest,
@@ -156,3 +158,63 @@ async def test_ipxe_follows_the_per_mac_script(
     assert machine.name.count("-") == 2  # adjective-noun-NN: dnsmasq answers no PTR here
     assert [s for s in seen if s[1] != "heartbeat"][:4] == [
         (mac, "ipxe_script"), (mac, "kernel"), (mac, "initrd"), (mac, "checkin")]
+
+
+async def test_agent_reports_the_bmc_address(
+        tmp_path: Path, lab_net: LabNet, site_dhcp: Callable[..., Proc],
+        discovery_image: DiscoveryImage, qemu: QemuFactory,
+        bmc_sim: Callable[..., BmcSim],
+        lab_server: Callable[..., Awaitable[LabServer]]) -> None:
+    """QEMU's ipmi-bmc-extern + isa-ipmi-kcs connected to ipmi_sim, whose LAN channel says
+    10.99.7.42 (DHCP): the IPMI drivers load from the stock initrd, the image's own ipmitool
+    (with the libraries the builder resolved) reads `lan print`, the server stores it."""
+    mac = "52:54:00:d1:5c:03"
+    sim = bmc_sim("10.99.7.42", "52:54:00:BE:EF:03", "dhcp")
+    site_dhcp(hosts=[DhcpHost(mac, "10.99.0.121", "bmcnode")])
+    ctx = lab_context(tmp_path, lab_net, discovery_image)
+    server = await lab_server(agent_app(ctx))
+    initrd = tmp_path / "served-initrd.img"
+    async with aiohttp.ClientSession() as http, \
+            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
+        assert response.status == 200
+        initrd.write_bytes(await response.read())
+    guest = qemu.start("vm3", mac, kernel=discovery_image.vmlinuz, initrd=initrd,
+                       append=f"console=ttyS0 dragonfly.url={server.url} "
+                              f"dragonfly.mac={mac} panic=30",
+                       smp=1, memory_mib=512, seconds=240, extra=sim.qemu_args())
+    started = time.monotonic()
+    machine = await wait_for_machine(ctx, guest)
+    print(f"VM with a BMC checked in after {time.monotonic() - started:.1f} s")
+    assert machine.bmc == {"ip": "10.99.7.42", "interface": "ipmi0",
+                           "mac": "52:54:00:be:ef:03", "ip_source": "dhcp"}, \
+        guest.diagnostics()
+    commands = ctx.extras["agent.commands"]
+    assert isinstance(commands, AgentCommands)
+    commands.queue(machine.id, "poweroff")
+    assert await wait_for_exit(guest, 30) == 0
+
+
+async def test_a_silent_bmc_does_not_hold_up_discovery(
+        tmp_path: Path, lab_net: LabNet, site_dhcp: Callable[..., Proc],
+        discovery_image: DiscoveryImage, qemu: QemuFactory,
+        lab_server: Callable[..., Awaitable[LabServer]]) -> None:
+    """The firmware announces a BMC (SMBIOS type 38, the KCS interface) but nothing answers
+    behind it: the agent checks in anyway, within the usual time, with the BMC present and no
+    address."""
+    mac = "52:54:00:d1:5c:04"
+    site_dhcp(hosts=[DhcpHost(mac, "10.99.0.122", "deadbmc")])
+    ctx = lab_context(tmp_path, lab_net, discovery_image)
+    server = await lab_server(agent_app(ctx))
+    initrd = tmp_path / "served-initrd.img"
+    async with aiohttp.ClientSession() as http, \
+            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
+        initrd.write_bytes(await response.read())
+    nobody = ["-chardev", "socket,id=ipmi0,host=127.0.0.1,port=9,reconnect=10",
+              "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+              "-device", "isa-ipmi-kcs,bmc=bmc0"]
+    guest = qemu.start("vm4", mac, kernel=discovery_image.vmlinuz, initrd=initrd,
+                       append=f"console=ttyS0 dragonfly.url={server.url} "
+                              f"dragonfly.mac={mac} panic=30",
+                       smp=1, memory_mib=512, seconds=240, extra=nobody)
+    machine = await wait_for_machine(ctx, guest, 120)
+    assert machine.bmc is not None and machine.bmc["ip"] == "", machine.bmc
