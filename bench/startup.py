@@ -1,5 +1,6 @@
 """Startup: launch ``dist/dragonfly`` (demo) to its first HTTP 200, against a bare aiohttp
-hello-world zipapp built the same way (shiv, --compile-pyc), as a ratio.
+hello-world zipapp built the same way (shiv --compile-pyc --reproducible --compressed), as a
+ratio.
 
     .venv/bin/python bench/startup.py [--runs 7]
 
@@ -48,7 +49,8 @@ def build_hello(work: Path) -> Path:
     (site / "hello.py").write_text(HELLO)
     out = work / "hello"
     subprocess.run([sys.executable, "-m", "shiv", "--site-packages", str(site), "-e",
-                    "hello:main", "-o", str(out), "--compile-pyc", "--reproducible"],
+                    "hello:main", "-o", str(out), "--compile-pyc", "--reproducible",
+                    "--compressed"],
                    check=True)
     return out
 
