@@ -195,6 +195,25 @@ async def test_lockout_by_address_behind_a_trusted_proxy(aiohttp_client: Any) ->
     assert r.status == 200
 
 
+async def test_session_cookie_is_secure_only_behind_tls(aiohttp_client: Any) -> None:
+    """Over plain HTTP the cookie cannot be Secure (the browser would drop it); behind a
+    trusted TLS-terminating proxy it is. An untrusted client cannot claim https."""
+    client = await installed_client(aiohttp_client, **{
+        "security.trusted_proxies": ["127.0.0.1/32"]})
+    await setup_admin(client)
+    creds = {"name": "admin", "password": ADMIN_PASSWORD}
+    plain = await client.post("/api/auth/login", json=creds)
+    assert plain.status == 200 and not plain.cookies["dragonfly_session"]["secure"]
+    proxied = await client.post("/api/auth/login", json=creds,
+                                headers={"X-Forwarded-Proto": "https"})
+    assert proxied.status == 200 and proxied.cookies["dragonfly_session"]["secure"]
+    untrusted = await installed_client(aiohttp_client)  # no trusted proxies configured
+    await setup_admin(untrusted)
+    claimed = await untrusted.post("/api/auth/login", json=creds,
+                                   headers={"X-Forwarded-Proto": "https"})
+    assert claimed.status == 200 and not claimed.cookies["dragonfly_session"]["secure"]
+
+
 async def test_lockout_counts_an_ipv6_client_by_its_64(aiohttp_client: Any) -> None:
     """A host with a /64 cannot dodge the per-address limit by changing its interface id."""
     client = await installed_client(aiohttp_client, **{
