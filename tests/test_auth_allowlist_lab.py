@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -59,8 +60,10 @@ def link() -> Iterator[Link]:
     tag = secrets.token_hex(3)
     ns, host_if, ns_if = f"dfauth{tag}", f"dfh{tag}", f"dfn{tag}"
     octet = int(tag[:2], 16) % 250 + 1
-    net = Link(ns, f"10.251.{octet}.1", f"10.251.{octet}.2", f"fd5a:{tag[:4]}::1",
-               f"fd5a:{tag[:4]}::2")
+    # Canonical text (a group "0024" is written "24"), as the server reports addresses.
+    net = Link(ns, f"10.251.{octet}.1", f"10.251.{octet}.2",
+               str(ipaddress.ip_address(f"fd5a:{tag[:4]}::1")),
+               str(ipaddress.ip_address(f"fd5a:{tag[:4]}::2")))
     try:
         _ip("netns", "add", ns)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
