@@ -77,6 +77,17 @@ def lab_context(tmp_path: Path, net: LabNet, image: DiscoveryImage) -> AppContex
     return ctx
 
 
+async def served_initrd(server: LabServer, tmp_path: Path) -> Path:
+    """Exactly the bytes the server streams (stock initrd + agent overlay), for QEMU to boot."""
+    initrd = tmp_path / "served-initrd.img"
+    async with aiohttp.ClientSession() as http, \
+            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
+        assert response.status == 200
+        initrd.write_bytes(await response.read())
+    assert initrd.stat().st_size == int(response.headers["Content-Length"])
+    return initrd
+
+
 def assert_inventory(machine: Machine, mac: str) -> None:
     assert machine.state is State.DISCOVERED
     assert machine.mac == mac and mac in machine.macs
@@ -98,13 +109,7 @@ async def test_agent_checks_in_from_a_vm(
     ctx = lab_context(tmp_path, lab_net, discovery_image)
     server = await lab_server(agent_app(ctx))
 
-    # Boot exactly the bytes the server streams: stock initrd + overlay.
-    initrd = tmp_path / "served-initrd.img"
-    async with aiohttp.ClientSession() as http, \
-            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
-        assert response.status == 200
-        initrd.write_bytes(await response.read())
-    assert initrd.stat().st_size == int(response.headers["Content-Length"])
+    initrd = await served_initrd(server, tmp_path)
 
     started = time.monotonic()
     guest = qemu.start("vm1", mac, kernel=discovery_image.vmlinuz, initrd=initrd,
@@ -173,11 +178,7 @@ async def test_agent_reports_the_bmc_address(
     site_dhcp(hosts=[DhcpHost(mac, "10.99.0.121", "bmcnode")])
     ctx = lab_context(tmp_path, lab_net, discovery_image)
     server = await lab_server(agent_app(ctx))
-    initrd = tmp_path / "served-initrd.img"
-    async with aiohttp.ClientSession() as http, \
-            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
-        assert response.status == 200
-        initrd.write_bytes(await response.read())
+    initrd = await served_initrd(server, tmp_path)
     guest = qemu.start("vm3", mac, kernel=discovery_image.vmlinuz, initrd=initrd,
                        append=f"console=ttyS0 dragonfly.url={server.url} "
                               f"dragonfly.mac={mac} panic=30",
@@ -205,10 +206,7 @@ async def test_a_silent_bmc_does_not_hold_up_discovery(
     site_dhcp(hosts=[DhcpHost(mac, "10.99.0.122", "deadbmc")])
     ctx = lab_context(tmp_path, lab_net, discovery_image)
     server = await lab_server(agent_app(ctx))
-    initrd = tmp_path / "served-initrd.img"
-    async with aiohttp.ClientSession() as http, \
-            http.get(server.local_url + "/boot/discovery/initrd.img") as response:
-        initrd.write_bytes(await response.read())
+    initrd = await served_initrd(server, tmp_path)
     nobody = ["-chardev", "socket,id=ipmi0,host=127.0.0.1,port=9,reconnect=10",
               "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
               "-device", "isa-ipmi-kcs,bmc=bmc0"]
