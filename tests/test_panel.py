@@ -245,6 +245,9 @@ async def test_machine_page_shows_the_bmc_the_agent_found(client: TestClient) ->
     await client.app[CTX].fleet.add_machine(machine)
     text = text_of(await get_html(client, f"/machines/{machine.id}"))
     assert "10.20.0.5 (dhcp)" in text and "52:54:00:be:ef:09" in text
+    # No OS yet: the empty deployment card says what comes next from this state.
+    assert "Adopt it to make it ready, then deploy an OS template." in text
+    assert "with the Deploy button" not in text
 
 
 async def test_failed_machine_shows_reason_and_deploying_machine_its_workflow(
