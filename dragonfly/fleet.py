@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from dragonfly.errors import InvalidInput, NotFound
@@ -30,6 +31,8 @@ MACHINE = "machine"
 WORKFLOW = "workflow"
 HISTORY = "history"
 HISTORY_KEEP = 500  # per machine; older lines are pruned
+
+_state_of = attrgetter("state")
 
 SORT_KEYS: dict[str, Callable[[Machine], Any]] = {
     "name": lambda m: m.name.lower(),
@@ -171,11 +174,14 @@ class Fleet:
                 if not all(term in text for term in terms):
                     continue
             matches.append(machine)
-        states = Counter(m.state.value for m in matches)
+        # Counted by member, named once per state: `.value` per machine is an enum property
+        # lookup, a measurable share of a 10,000-machine list.
+        states = Counter(map(_state_of, matches))
         if wanted_state is not None:
             matches = [m for m in matches if m.state is wanted_state]
         matches.sort(key=SORT_KEYS[sort], reverse=order == "desc")
-        return MachinePage(matches[offset:offset + limit], len(matches), dict(states))
+        return MachinePage(matches[offset:offset + limit], len(matches),
+                           {state.value: n for state, n in states.items()})
 
     def name_taken(self, name: str) -> bool:
         return name in self._names or name in self._adding
