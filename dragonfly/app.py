@@ -87,7 +87,10 @@ def create_app(ctx: AppContext, hooks: tuple[AppHook, ...] = ()) -> web.Applicat
     for hook in hooks:
         hook(app, ctx)
     for route in ctx.router.routes:
-        app.router.add_route(route.method, route.path, _bind(route))
+        bound = _bind(route)
+        app.router.add_route(route.method, route.path, bound)
+        if route.head:
+            app.router.add_route("HEAD", route.path, bound)
     from dragonfly.panel import add_panel_routes
 
     add_panel_routes(app)

@@ -294,3 +294,26 @@ def test_status_is_declared_before_the_mac_route() -> None:
 
     paths = [r.path for r in build_api_router().routes]
     assert paths.index("/api/boot/status") < paths.index("/api/boot/{mac}")
+
+
+async def test_loader_over_http_answers_head_and_only_get_is_the_fetch(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """EDK2's UEFI HTTP boot asks HEAD for the loader's size before it GETs it, and gives up
+    on a 405 (seen with OVMF in tests/lab/test_lab_e2e.py). The boot doctor records the GET."""
+    (tmp_path / "loaders").mkdir()
+    (tmp_path / "loaders" / "ipxe.efi").write_bytes(PAYLOAD)
+    client, _, edge = await edge_client(aiohttp_client, tmp_path, loopback_builder())
+    stack = edge.stack
+    assert stack is not None
+    mac = "52:54:00:12:34:56"
+    stack.bootlog.learn_ip("127.0.0.1", mac)
+    head = await client.head("/boot/loaders/ipxe.efi")
+    assert head.status == 200 and head.content_length == len(PAYLOAD)
+    assert await head.read() == b""
+    assert stack.bootlog.timeline(mac)["steps"] == []
+    assert (await client.head("/boot/loaders/nope.efi")).status == 404
+    get = await client.get("/boot/loaders/ipxe.efi")
+    assert get.status == 200 and await get.read() == PAYLOAD
+    steps = stack.bootlog.timeline(mac)["steps"]
+    assert [(s["step"], s["detail"]["file"], s["count"]) for s in steps] == [
+        ("http_loader", "ipxe.efi", 1)]

@@ -77,7 +77,7 @@ async def machine_boot(request: web.Request) -> list[dict[str, Any]]:
 
 
 @api.get("/boot/loaders/{loader}", "An iPXE loader over HTTP (UEFI HTTP boot, chainloading)",
-         "boot", access="agent")
+         "boot", access="agent", head=True)
 async def loader_over_http(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     edge = ctx.extras.get("boot.edge")
@@ -93,7 +93,8 @@ async def loader_over_http(request: web.Request) -> web.StreamResponse:
     peer = request.remote or ""
     mac = stack.bootlog.mac_for_ip(peer)
     size = len(found) if isinstance(found, bytes) else (await asyncio.to_thread(found.stat)).st_size
-    if mac is not None:
+    # EDK2's HTTP boot asks HEAD for the size first, then GETs: only the GET is the fetch.
+    if mac is not None and request.method != "HEAD":
         stack.bootlog.record(mac, "http_loader", {"file": name, "bytes": size, "ip": peer})
         if stack.dhcp is not None:
             stack.dhcp.note_loader_fetched(mac, name)

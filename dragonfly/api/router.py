@@ -43,6 +43,9 @@ class Route:
     access: str = "read"
     streaming: bool = False
     status: int = 200
+    # Also answer HEAD with the same handler (aiohttp sends no body): clients that ask for a
+    # size first, as EDK2's UEFI HTTP boot does for the loader, get 405 without it.
+    head: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,15 +55,16 @@ class ApiRouter:
 
     def route(self, method: str, path: str, summary: str, tag: str, *,
               params: tuple[Param, ...] = (), body: dict[str, Any] | None = None,
-              access: str = "read", streaming: bool = False, status: int = 200
-              ) -> Callable[[Handler], Handler]:
+              access: str = "read", streaming: bool = False, status: int = 200,
+              head: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             path_params = tuple(
                 Param(name, "path", required=True)
                 for name in re.findall(r"\{(\w+)(?::[^}]*)?\}", path)
                 if not any(p.name == name for p in params))
             self.routes.append(Route(method, path, handler, summary, tag,
-                                     path_params + params, body, access, streaming, status))
+                                     path_params + params, body, access, streaming, status,
+                                     head))
             return handler
         return register
 

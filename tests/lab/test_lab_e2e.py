@@ -4,7 +4,8 @@ proxyDHCP -> TFTP -> iPXE -> HTTP script -> discovery kernel -> agent check-in.
 
 (a) SeaBIOS with QEMU's iPXE NIC ROM and (b) OVMF with EDK2's own PXE boot at the same time;
 then full DHCP mode with no dnsmasq at all. The API must show each machine with inventory
-matching its VM, and the boot doctor the whole chain.
+matching its VM, and the boot doctor the whole chain. Last, OVMF with its PXE switched off uses
+EDK2's UEFI HTTP boot: proxyDHCP -> loader over HTTP -> iPXE -> HTTP script, no TFTP.
 """
 
 from __future__ import annotations
@@ -184,3 +185,48 @@ def test_no_bundled_loader_missing() -> None:
     assert not missing - {"snp.efi"}, (
         f"loaders missing: {missing}; run `python3 build_zipapp.py` or "
         f"`python3 {ROOT / 'scripts/fetch_loaders.py'}`")
+
+
+
+# OVMF (Debian 12's, like upstream EDK2) has HttpBootDxe and tries its network boot options in
+# the order PXEv4, PXEv6, HTTPv4, HTTPv6. It reads these fw_cfg knobs (OvmfPkg's
+# RUNTIME_CONFIG.md): with both PXE variants off, its first boot option is UEFI HTTPv4.
+NO_PXE = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+          "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]
+
+
+def test_uefi_http_boot_with_ovmf(serve: Callable[..., Server], site_dhcp: Callable[..., Proc],
+                                  qemu: QemuFactory) -> None:
+    """EDK2's own HTTP boot client (no iPXE ROM, no TFTP): its DISCOVER says HTTPClient, arch
+    16; Dragonfly's proxy offer carries HTTPClient and the loader's URL; the firmware takes its
+    address from dnsmasq, HEADs then GETs ipxe.efi, and that iPXE fetches its per-MAC script."""
+    site_dhcp()
+    server = serve("auto")
+    guest = qemu.start("httpboot", "52:54:00:e2:e0:04", firmware="uefi", memory_mib=512,
+                       seconds=90, extra=NO_PXE)
+    deadline = time.monotonic() + 75
+    steps: list[dict[str, Any]] = []
+    while not any(s["step"] == "ipxe_script" for s in steps):
+        if time.monotonic() > deadline or guest.exited() is not None:
+            raise AssertionError(f"no iPXE script fetch: {json.dumps(steps, indent=1)[:4000]}"
+                                 f"\n{guest.diagnostics()}\nserver:\n{server.proc.tail(60)}")
+        time.sleep(1)
+        steps = server.api(f"/api/boot/{guest.mac}")["steps"]
+    names = [s["step"] for s in steps]
+    chain = ["dhcp_discover", "dhcp_offer", "http_loader", "ipxe_script"]
+    positions = [names.index(step) for step in chain]
+    assert positions == sorted(positions), names
+    discover = steps[names.index("dhcp_discover")]["detail"]
+    assert discover["vendor_class"].startswith("HTTPClient") and discover["arch"] == 16
+    offer = steps[names.index("dhcp_offer")]["detail"]
+    assert offer["method"] == "uefi-http-x64" and offer["loader"] == "ipxe.efi"
+    assert offer["boot_file"] == f"http://{server.net.server_ip}:{server.port}" \
+                                 "/boot/loaders/ipxe.efi"
+    fetch = [s for s in steps if s["step"] == "http_loader"]
+    assert len(fetch) == 1 and fetch[0]["count"] == 1, fetch  # the HEAD is not a fetch
+    assert fetch[0]["detail"]["file"] == "ipxe.efi" and fetch[0]["detail"]["bytes"] > 50_000
+    # The iPXE that came back got the script, not the loader again, and nothing used TFTP.
+    offers = [s["detail"]["script"] for s in steps if s["step"] == "dhcp_offer"]
+    assert offers[0] is False and offers[-1] is True, offers
+    assert not {"tftp", "tftp_error"} & set(names), names
+    assert "Start HTTP Boot over IPv4" in guest.serial and "Start PXE" not in guest.serial
