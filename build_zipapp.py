@@ -89,12 +89,14 @@ def build(output: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=DIST / "dragonfly")
-    parser.add_argument("--run", action="store_true", help="start the result after building")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for --run")
+    # An optional with REMAINDER takes everything after it, options included (a positional
+    # REMAINDER would leave `--run --port 8080` to argparse, which rejects --port).
+    parser.add_argument("--run", nargs=argparse.REMAINDER, default=None, metavar="ARGS",
+                        help="start the result after building; ARGS go to dragonfly")
     args = parser.parse_args()
     output = build(args.output.resolve())
-    if args.run:
-        os.execv(str(output), [str(output), *args.args])
+    if args.run is not None:
+        os.execv(str(output), [str(output), *args.run])
 
 
 if __name__ == "__main__":

@@ -157,3 +157,25 @@ def test_build_is_reproducible(zipapp: Path, tmp_path: Path) -> None:
                    check=True, cwd=ROOT, capture_output=True)
     assert hashlib.sha256(other.read_bytes()).hexdigest() == hashlib.sha256(
         zipapp.read_bytes()).hexdigest()
+
+
+def test_the_readmes_demo_command_takes_extra_arguments(zipapp: Path, shiv_root: Path,
+                                                         tmp_path: Path) -> None:
+    """`./scripts/demo --port N`, as the README shows it: build, then the demo on port N."""
+    from tests.conftest import ROOT, free_port, wait_http
+
+    port = free_port()
+    env = {**os.environ, "SHIV_ROOT": str(shiv_root), "HOME": str(tmp_path),
+           "DRAGONFLY_CONFIG": str(tmp_path / "no-such-config.toml")}
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(ROOT / "scripts" / "demo"), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/version", 180, proc)
+        status, body = get(f"http://127.0.0.1:{port}/api/stats")
+        assert status == 200 and json.loads(body)["total"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert f"127.0.0.1:{port}" in log.read_text()
