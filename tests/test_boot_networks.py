@@ -257,11 +257,13 @@ async def test_boot_stack_hands_the_networks_to_dhcp_and_tftp(tmp_path: Any) -> 
 
         open_stack = stack([])
         assert open_stack.tftp.allow_client is None
-        assert not open_stack.dhcp.responder.check_relays
+        assert open_stack.dhcp.responder.relay_networks == []  # every relay answered
         closed = stack(["10.0.0.0/24", "fd00::/64"])
         assert closed.tftp.allow_client("10.0.0.9") and closed.tftp.allow_client("fd00::9")
         assert not closed.tftp.allow_client("10.0.1.9")
-        assert closed.dhcp.responder._relay_allowed("10.0.0.1")
-        assert not closed.dhcp.responder._relay_allowed("10.0.1.1")
+        relays = closed.dhcp.responder.relay_networks
+        assert relays == parse_networks(["10.0.0.0/24", "fd00::/64"])
+        assert allowed(relays, parse_address("10.0.0.1"))
+        assert not allowed(relays, parse_address("10.0.1.1"))
     finally:
         await store.close()

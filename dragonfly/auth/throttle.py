@@ -21,6 +21,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dragonfly.auth.allowlist import parse_address
+
 MAX_KEYS = 50_000  # bound memory under a spray of made-up names and addresses
 IPV6_PREFIX = 64
 _MAX_FAILURES_KEPT = 1000
@@ -28,13 +30,10 @@ _MAX_FAILURES_KEPT = 1000
 
 def address_key(address: str) -> str:
     """What one client address counts as: itself for IPv4, its /64 for IPv6."""
-    try:
-        ip = ipaddress.ip_address(address.strip().split("%", 1)[0])
-    except ValueError:
+    ip = parse_address(address)  # zone ids dropped, IPv4-mapped addresses unwrapped
+    if ip is None:
         return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
+    if ip.version == 6:
         return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
     return str(ip)
 

@@ -7,7 +7,6 @@ from and returns the reply bytes and destination, or None. The transports in
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import socket
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dragonfly.auth.allowlist import Network, allowed, parse_address
 from dragonfly.boot.memory import BootMemory
 from dragonfly.boot.registry import (
     BootDecision,
@@ -93,8 +93,7 @@ class Responder:
                  on_event: EventCallback | None = None, memory: BootMemory | None = None,
                  pool: LeasePool | None = None, targets: ReplyTargets | None = None,
                  pxe_discovery_control: bool = True,
-                 relay_networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-                 = ()) -> None:
+                 relay_networks: Sequence[Network] = ()) -> None:
         """``relay_networks``: ``boot.allowed_networks``; when not empty, relayed requests
         are answered only for relays (giaddr) inside them. Requests on the local segment
         carry no address to judge and are answered as before."""
@@ -113,8 +112,7 @@ class Responder:
         self.pool = pool
         self.targets = targets or ReplyTargets()
         self.pxe_discovery_control = pxe_discovery_control
-        self.relay_networks = [n for n in relay_networks if n.version == 4]
-        self.check_relays = bool(relay_networks)
+        self.relay_networks = list(relay_networks)
         self._pxe_vendor = o.build_pxe_vendor() if pxe_discovery_control else b""
         self.counters = DhcpCounters()
         self._ip_to_mac: dict[str, str] = {}  # learnt from REQUESTs to the site server
@@ -182,7 +180,7 @@ class Responder:
         if mtype is None:
             self._ignore("plain BOOTP (no DHCP message type)")
             return None
-        if p.giaddr != ZERO and not self._relay_allowed(p.giaddr):
+        if p.giaddr != ZERO and not allowed(self.relay_networks, parse_address(p.giaddr)):
             self._ignore("relay outside boot.allowed_networks", p, event=True)
             return None
         if self.mode == "full" and not pxe_port:
@@ -216,15 +214,6 @@ class Responder:
             return self._answer(p, MessageType.ACK, decision, pxe_port, source)
         self._ignore(f"message type {mtype} not handled in proxy mode")
         return None
-
-    def _relay_allowed(self, giaddr: str) -> bool:
-        if not self.check_relays:
-            return True
-        try:
-            relay = ipaddress.IPv4Address(giaddr)
-        except ValueError:
-            return False
-        return any(relay in net for net in self.relay_networks)
 
     def _allowed(self, p: Packet) -> bool:
         if self.mode != "selective":

@@ -13,9 +13,9 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
+from dragonfly.auth.allowlist import Network
 from dragonfly.boot.memory import BootMemory
 from dragonfly.boot.registry import BootEndpoints, BootRegistry
 from dragonfly.dhcp.leases import LEASE_KIND, FullModeSettings, Lease, LeasePool
@@ -119,7 +119,7 @@ class DhcpService:
                  registry: BootRegistry | None = None, http_host: str | None = None,
                  ports: DhcpPorts | None = None, pxe_discovery_control: bool = True,
                  probe_timeout: float = 5.0,
-                 relay_networks: Sequence[IPv4Network | IPv6Network] = ()) -> None:
+                 relay_networks: Sequence[Network] = ()) -> None:
         """``server_ip``: the address advertised as server id (54); ``http_host``/
         ``http_port``: where iPXE fetches its script (default: ``server_ip``);
         ``tftp_server_ip``: next-server for loaders (default: ``server_ip``)."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
+from dragonfly.auth.allowlist import Network, parse_networks
 from dragonfly.boot.registry import BootRegistry
 from dragonfly.dhcp.leases import FullModeSettings
 from dragonfly.dhcp.netif import interface_ipv4
@@ -44,11 +44,10 @@ def full_settings(values: Mapping[str, Any], interface: str | None) -> FullModeS
         raise InvalidInput(f"full DHCP mode settings: {exc}") from None
 
 
-def boot_networks(values: Mapping[str, Any]) -> list[IPv4Network | IPv6Network]:
+def boot_networks(values: Mapping[str, Any]) -> list[Network]:
     """``boot.allowed_networks`` as networks (empty: any address)."""
     try:
-        return [ip_network(c.strip(), strict=False)
-                for c in values.get("boot.allowed_networks", ()) if c.strip()]
+        return parse_networks(values.get("boot.allowed_networks", ()))
     except ValueError as exc:
         raise InvalidInput(f"boot.allowed_networks: {exc}") from None
 
