@@ -34,6 +34,13 @@ HISTORY_KEEP = 500  # per machine; older lines are pruned
 
 _state_of = attrgetter("state")
 
+
+def _discount(counter: Counter[str], key: str) -> None:
+    """One fewer ``key``; gone at zero, so ``key in counter`` means "some left"."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
 SORT_KEYS: dict[str, Callable[[Machine], Any]] = {
     "name": lambda m: m.name.lower(),
     "state": lambda m: m.state.value,
@@ -124,9 +131,7 @@ class Fleet:
             for mac in (old.mac, *old.macs):
                 if self._by_mac.get(mac) == key:
                     del self._by_mac[mac]
-            self._names[old.name] -= 1
-            if self._names[old.name] <= 0:
-                del self._names[old.name]
+            _discount(self._names, old.name)
             same_uuid = self._by_uuid.get(old.smbios_uuid)
             if same_uuid is not None:
                 same_uuid.pop(key, None)
@@ -212,9 +217,7 @@ class Fleet:
                 self._history_op(machine.id, "state", message, {"state": machine.state.value}),
             ])
         finally:
-            self._adding[machine.name] -= 1
-            if self._adding[machine.name] <= 0:
-                del self._adding[machine.name]
+            _discount(self._adding, machine.name)
         return self.get_machine(machine.id)
 
     async def update_machine(self, machine_id: str,
