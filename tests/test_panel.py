@@ -17,10 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dragonfly.app import AppContext, create_app
+from dragonfly.boot.registry import ARCH_NAMES
 from dragonfly.cli import build_parser
 from dragonfly.config import SETTINGS, Config
 from dragonfly.demo import demo_context
-from dragonfly.events import EventHub
+from dragonfly.events import STREAM_KINDS, EventHub
 from dragonfly.fleet import Fleet
 from dragonfly.model import STATE_HELP, TRANSITIONS, State
 from dragonfly.panel import DOC_PAGES, OPERATOR_ACTIONS, human_bytes
@@ -463,6 +464,52 @@ async def test_rendered_icon_references_resolve(client: TestClient) -> None:
         page = await get_html(client, path)
         for name in re.findall(r'<use href="#i-([a-z0-9-]+)"', page):
             assert name in sprite, (path, name)
+
+
+# --- the panel's script: ES modules, no bundler -------------------------------------------------
+
+def _js_modules() -> list[Path]:
+    """app.js (the entry), then every module under js/ (the icon check above reads them all)."""
+    modules = [STATIC / "app.js", *sorted((STATIC / "js").rglob("*.js"))]
+    assert len(modules) > 10
+    return modules
+
+
+def test_js_imports_resolve_and_every_module_is_used() -> None:
+    imported: set[Path] = set()
+    for path in _js_modules():
+        text = path.read_text(encoding="utf-8")
+        assert text.count("\nimport ") == len(re.findall(r'^import \{[^}]*\} from "[^"]+";$',
+                                                          text, re.M)), path  # one line each
+        for spec in re.findall(r'^import .* from "([^"]+)";$', text, re.M):
+            assert spec.startswith(("./", "../")) and spec.endswith(".js"), (path, spec)
+            assert (path.parent / spec).resolve().is_file(), (path, spec)
+            imported.add((path.parent / spec).resolve())
+    assert imported == {p.resolve() for p in _js_modules()[1:]}
+
+
+async def test_import_map_gives_every_module_its_versioned_url(client: TestClient) -> None:
+    page = await get_html(client, "/machines")
+    match = re.search(r'<script type="importmap">(.*?)</script>', page, re.S)
+    assert match, "import map missing"
+    imports: dict[str, str] = json.loads(match.group(1))["imports"]
+    assert set(imports) == {f"/static/{p.relative_to(STATIC).as_posix()}"
+                            for p in _js_modules()[1:]}
+    assert page.index('type="importmap"') < page.index('<script type="module"')
+    for url, versioned in imports.items():
+        assert versioned == f"{url}?v={static_assets()[url.removeprefix('/static/')].etag}"
+        response = await client.get(versioned)
+        assert response.status == 200 and "immutable" in response.headers["Cache-Control"]
+        assert response.content_type in ("application/javascript", "text/javascript"), url
+
+
+async def test_shared_constants_come_from_python(client: TestClient) -> None:
+    data = app_data(await get_html(client, "/"))
+    assert data["arch_names"] == {str(code): name for code, name in ARCH_NAMES.items()}
+    assert data["stream_kinds"] == list(STREAM_KINDS)
+    for path in _js_modules():  # no JS copy of either
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\b(?:ARCH_NAMES|STREAM_KINDS)\s*=\s*[\[{]", text), path
 
 
 # --- access control, locks, safety mode and the boot doctor in the pages ----------------------

@@ -24,9 +24,11 @@ from dragonfly.api.boot import boot_edge_status
 from dragonfly.app_key import ctx_of
 from dragonfly.auth import SAFETY_STATE_KEY, USER_KEY, lock_of
 from dragonfly.auth.guard import all_locks
+from dragonfly.boot.registry import ARCH_NAMES
 from dragonfly.bootlog import EXPECTATIONS, BootLog
 from dragonfly.config import DHCP_MODES, MODES, SETTINGS
 from dragonfly.errors import NotFound
+from dragonfly.events import STREAM_KINDS
 from dragonfly.fleet import SORT_KEYS, Fleet, summary
 from dragonfly.model import STATE_HELP, TRANSITIONS, Machine, State, allowed_transitions
 from dragonfly.resources import static_assets
@@ -120,7 +122,14 @@ def _environment() -> jinja2.Environment:
         static_url=static_url, version=__version__, states=[s.value for s in State],
         state_help={s.value: h for s, h in STATE_HELP.items()},
         template_names={t.slug: t.name for t in catalog.TEMPLATES},
-        operator_actions=OPERATOR_ACTIONS, doc_pages=DOC_PAGES)
+        operator_actions=OPERATOR_ACTIONS, doc_pages=DOC_PAGES,
+        # Named once in Python and handed to app.js through app-data, never copied there.
+        arch_names={str(code): name for code, name in ARCH_NAMES.items()},
+        stream_kinds=list(STREAM_KINDS),
+        # base.html's import map: each module under web/static/js/ at its versioned URL, since
+        # relative imports carry no ?v= (and would be revalidated on every page).
+        module_urls={f"/static/{name}": static_url(name) for name in sorted(assets)
+                     if name.startswith("js/") and name.endswith(".js")})
     env.filters["tojson_attr"] = lambda v: json.dumps(v, separators=(",", ":"))
     env.filters["bytes"] = human_bytes
     env.filters["ibytes"] = binary_bytes

@@ -1,0 +1,86 @@
+// The machine page's lifecycle actions (adopt, deploy, reimage, release, maintenance,
+// resume), each confirmed in a dialog when it needs a choice or wipes a disk.
+
+import { api } from "../api.js";
+import { APP } from "../data.js";
+import { modal } from "../dialogs.js";
+import { $, h } from "../dom.js";
+import { fmt } from "../fmt.js";
+import { showError, toast } from "../toast.js";
+import { refused } from "./guards.js";
+
+const SAID = {
+  adopt: (name) => [`Adopted ${name}`, "It is ready to deploy."],
+  deploy: (name) => [`Deploying ${name}`, "Progress shows under Deployment."],
+  reimage: (name) => [`Reimaging ${name}`, "Progress shows under Deployment."],
+  release: (name) => [`Released ${name}`, "It is back in the pool."],
+  maintenance: (name) => [`${name} is in maintenance`, ""],
+  resume: (name) => [`${name} is back in service`, ""],
+};
+
+/** `applyMachine` draws the machine the API answered with. */
+export function initActions(ctx, applyMachine) {
+  let templates = null;
+  const templateField = async (label) => {
+    if (!templates) templates = await api("GET", "/api/templates");
+    const select = h("select", { id: "action-template", name: "template", required: true },
+      templates.map((t) => h("option", { value: t.slug }, `${t.name} · ${fmt.bytes(t.image_bytes)}`)));
+    if (ctx.machine.os && templates.some((t) => t.slug === ctx.machine.os)) select.value = ctx.machine.os;
+    return h("div", { class: "field" }, h("label", { for: "action-template" }, label), select);
+  };
+
+  const post = (action, body = {}) => api("POST", `/api/machines/${encodeURIComponent(ctx.id)}/actions/${action}`, body);
+
+  /** The confirmation dialog of `action`, or the API call itself when it needs none. */
+  const confirmAndRun = async (action, name) => {
+    const t = ctx.transitions[action] || {};
+    const requireText = ctx.typeToConfirm.has(action) ? name : "";
+    if (action === "deploy" || action === "reimage") {
+      const field = await templateField(action === "deploy" ? "OS template" : "OS template to install");
+      return modal({
+        title: action === "deploy" ? `Deploy ${name}` : `Reimage ${name}`,
+        iconName: APP.actions[action], danger: true,
+        confirmLabel: action === "deploy" ? "Deploy" : "Wipe and reimage", requireText,
+        body: [h("p", {}, action === "deploy" ? "Installs the chosen OS. Everything on this machine's disks will be overwritten."
+          : "Wipes this machine's disks and installs the chosen OS again. Its current OS and data are lost."), field],
+        onConfirm: (form) => post(action, { template: form.elements.template.value }),
+      });
+    }
+    if (action === "release") {
+      return modal({
+        title: `Release ${name}`, iconName: APP.actions[action], danger: true, confirmLabel: "Release", requireText,
+        body: [h("p", {}, t.help || "Returns the machine to the pool.")],
+        onConfirm: () => post(action),
+      });
+    }
+    if (action === "maintenance") {
+      const reason = h("input", { id: "action-reason", name: "reason", maxlength: "500", placeholder: "e.g. replacing a DIMM", autocomplete: "off" });
+      return modal({
+        title: `Maintenance for ${name}`, iconName: APP.actions[action], confirmLabel: "Take out of service",
+        body: [h("p", {}, t.help || ""), h("div", { class: "field" }, h("label", { for: "action-reason" }, "Reason (optional)"), reason)],
+        onConfirm: (form) => post(action, { reason: form.elements.reason.value.trim() }),
+      });
+    }
+    return post(action);
+  };
+
+  const runAction = async (action) => {
+    const name = ctx.machine.name;
+    let result = null;
+    try {
+      result = await confirmAndRun(action, name);
+    } catch (err) {
+      showError(err, `Cannot ${action}`);
+      return;
+    }
+    if (result) {
+      applyMachine(result);
+      toast(...(SAID[action]?.(name) || [`${name}: ${action}`, ""]));
+    }
+  };
+
+  $("#actions").addEventListener("click", (e) => {
+    const button = e.target.closest("[data-action]");
+    if (button && !refused(button)) runAction(button.dataset.action);
+  });
+}
