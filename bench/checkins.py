@@ -3,7 +3,7 @@
 50 concurrent connections, then 1,000 heartbeats.
 
 Each round starts ``python -m dragonfly serve --dhcp-mode off`` (the installed appliance's code
-path: ``dragonfly.server.server_context``, sqlite on disk in a fresh temporary state dir,
+path: ``dragonfly.compose.server_context``, sqlite on disk in a fresh temporary state dir,
 every middleware) on 127.0.0.1, after finishing setup with the CLI as an operator would
 (``dragonfly user add`` + ``dragonfly token create``: agent routes are refused until setup is
 complete). The client then:
@@ -191,7 +191,7 @@ def preloaded_macs(count: int) -> set[str]:
 
 
 async def preload(path: Path) -> None:
-    from dragonfly.fleet import MACHINE
+    from dragonfly.domain.fleet import MACHINE
     from dragonfly.store import Put, SqliteStore
 
     store = SqliteStore(path)

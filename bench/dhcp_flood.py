@@ -111,7 +111,7 @@ def client(rate: int, count: int, interface: str) -> dict[str, Any]:
 
 async def serve_dragonfly(interface: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from dragonfly.dhcp import DhcpService
+    from dragonfly.edge.dhcp import DhcpService
 
     logging.basicConfig(level=logging.WARNING)
     service = DhcpService(interface=interface, server_ip=SERVER_IP, http_port=3000,

@@ -15,7 +15,7 @@ round to round so that drift and background load hit every side alike.
   iPXE ROM gets the script directly: the same chain as dnsmasq's classic config below.
 * ``dnsmasq``: one dnsmasq on ``br0`` (10.99.0.1, also fd99::1/64 for the same RA) with the
   same DHCP range, its own TFTP serving the same loader files (the ones Dragonfly serves,
-  ``dragonfly.loaders``) and the classic iPXE config: ``dhcp-userclass=set:ipxe,iPXE``; an iPXE
+  ``dragonfly.boot.loaders``) and the classic iPXE config: ``dhcp-userclass=set:ipxe,iPXE``; an iPXE
   gets ``http://10.99.0.1:PORT/boot/${net0/mac}.ipxe`` (from a small ``http.server`` in this
   process), PXE firmware gets ``ipxe.efi`` (arch 7/9) or ``undionly.kpxe``. UEFI (OVMF's EDK2
   PXE) therefore takes the same chain on both sides: DHCP -> TFTP ipxe.efi -> DHCP -> script.
@@ -160,7 +160,7 @@ class ScriptServer:
 
 def loader_files() -> dict[str, Path]:
     """The loader files Dragonfly serves (bundled copies, else Debian's /usr/lib/ipxe)."""
-    from dragonfly.loaders import Loaders
+    from dragonfly.boot.loaders import Loaders
 
     loaders = Loaders(None)
     found: dict[str, Path] = {}

@@ -23,10 +23,10 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from dragonfly.app import create_app
+from dragonfly.compose import server_context
 from dragonfly.config import Config
 from dragonfly.demo.fleet import START_STATES, make_machine
-from dragonfly.fleet import MACHINE
-from dragonfly.server import server_context
+from dragonfly.domain.fleet import MACHINE
 from dragonfly.store import Put, SqliteStore
 
 

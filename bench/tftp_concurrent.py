@@ -42,7 +42,7 @@ DEFAULT_FILE = Path("/usr/lib/ipxe/ipxe.efi")
 
 def serve_dragonfly(port: int, path: Path, workers: int) -> None:
     sys.path.insert(0, str(REPO))
-    from dragonfly.tftp import TftpServer
+    from dragonfly.edge.tftp import TftpServer
 
     async def main() -> None:
         records = []

@@ -1,6 +1,8 @@
-"""Composition root: builds the store, services and web application for a mode.
+"""The aiohttp application over a context: middlewares, the declared API routes, access
+control, the panel's pages, and the lifecycle of the context's services.
 
-The demo is this same application with a simulated fleet and fake drivers plugged in.
+What the context holds (the server's store on disk and boot edge, or the demo's simulated
+fleet) is decided in ``dragonfly.compose``; this module only builds the web application.
 """
 
 from __future__ import annotations
@@ -9,61 +11,21 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from dragonfly import __version__
-from dragonfly.api import build_api_router
-from dragonfly.api.errors import error_middleware
-from dragonfly.api.router import ApiRouter, Route
-from dragonfly.app_key import CTX
-from dragonfly.bootlog import BootLog
-from dragonfly.config import Config
-from dragonfly.events import EventHub
-from dragonfly.fleet import Fleet
-from dragonfly.model import Machine, Workflow
-from dragonfly.store import Store
+from dragonfly.agent import operator as agent_operator
+from dragonfly.agent import routes as agent_routes
+from dragonfly.api import locks, machines, meta
+from dragonfly.auth.plugin import install_auth
+from dragonfly.context import CTX, AppContext, Service
+from dragonfly.edge import routes as edge_routes
+from dragonfly.http.errors import error_middleware
+from dragonfly.http.router import ApiRouter, Route
+from dragonfly.panel import add_panel_routes
 
 log = logging.getLogger(__name__)
-
-
-class Service(Protocol):
-    """A background part of the appliance (simulator, DHCP, TFTP ...), started with the app."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class WorkflowRunner(Protocol):
-    """Executes deployments. The demo has a simulated one; the agent engine is another."""
-
-    async def start_deployment(self, machine: Machine, action: str, template: str,
-                               actor: str) -> Workflow: ...
-
-
-@dataclass
-class AppContext:
-    config: Config
-    store: Store
-    fleet: Fleet
-    events: EventHub
-    demo: bool
-    services: list[Service] = field(default_factory=list)
-    runner: WorkflowRunner | None = None
-    bootlog: BootLog | None = None
-    started_at: float = field(default_factory=time.time)
-    version: str = __version__
-    router: ApiRouter = field(default_factory=ApiRouter)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-
-AppHook = Callable[[web.Application, AppContext], None]
 
 
 @web.middleware
@@ -76,23 +38,25 @@ async def server_timing(request: web.Request, handler: Any) -> web.StreamRespons
     return response
 
 
-def create_app(ctx: AppContext, hooks: tuple[AppHook, ...] = ()) -> web.Application:
+def build_api_router() -> ApiRouter:
+    """Every declared route but access control's (``install_auth`` adds those)."""
+    router = ApiRouter()
+    for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes):
+        router.extend(module.api)
+    return router
+
+
+def create_app(ctx: AppContext) -> web.Application:
     app = web.Application(middlewares=[server_timing, error_middleware],
                           client_max_size=8 << 20)
     app[CTX] = ctx
     ctx.router = build_api_router()
-    from dragonfly.auth import install_auth
-
     install_auth(app, ctx)  # access control: its routes, pages and the enforcing middleware
-    for hook in hooks:
-        hook(app, ctx)
     for route in ctx.router.routes:
         bound = _bind(route)
         app.router.add_route(route.method, route.path, bound)
         if route.head:
             app.router.add_route("HEAD", route.path, bound)
-    from dragonfly.panel import add_panel_routes
-
     add_panel_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app

@@ -9,76 +9,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import importlib
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from dragonfly import __version__
-from dragonfly.config import DHCP_MODES, Config, config_path_from_env
+from dragonfly.commands import Command, build_parser
+from dragonfly.config import Config, config_path_from_env
 from dragonfly.errors import DragonflyError
 
 log = logging.getLogger("dragonfly")
 
 DEMO_PORT = 3000
 DEMO_PORT_TRIES = 50
-
-Command = Callable[[argparse.Namespace, TextIO], int]
-_COMMANDS: dict[str, Command] = {}
-
-# Modules that add subcommands: each has ``add_commands(subparsers)`` and registers its
-# handlers with ``@command(name)``. Imported only when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.install",
-                                     "dragonfly.discovery_image")
-
-
-def command(name: str) -> Callable[[Command], Command]:
-    def register(fn: Command) -> Command:
-        _COMMANDS[name] = fn
-        return fn
-    return register
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dragonfly",
-        description="Bare-metal provisioning in one file. Run with no arguments to try the "
-                    "demo (nothing installed) or to see this server's status (installed).",
-        epilog="Docs: run the demo and open Docs, or see README.md.")
-    parser.add_argument("--version", action="version", version=f"dragonfly {__version__}")
-    parser.add_argument("--demo", action="store_true",
-                        help="start the in-memory demo even when Dragonfly is installed")
-    parser.add_argument("--bind", help="address for the demo to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int,
-                        help="port for the demo (default 3000, or the next free one)")
-    parser.add_argument("--config", type=Path,
-                        help="config file (default $DRAGONFLY_CONFIG or "
-                             "/etc/dragonfly/dragonfly.toml)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    serve = sub.add_parser("serve", help="run the appliance from its config",
-                           description="Run Dragonfly: panel, API, and the boot services. Flags "
-                                       "override the config file for this run.")
-    serve.add_argument("--config", type=Path, dest="serve_config", help=argparse.SUPPRESS)
-    serve.add_argument("--state-dir", type=Path, help="database and boot files directory")
-    serve.add_argument("--bind", dest="serve_bind", help="address of the panel/API/boot HTTP")
-    serve.add_argument("--port", dest="serve_port", type=int, help="port of the panel/API")
-    serve.add_argument("--boot-interface", help="interface facing the machines")
-    serve.add_argument("--dhcp-mode", choices=DHCP_MODES, help="how to answer DHCP")
-
-    from dragonfly.status import configure_parser
-
-    configure_parser(sub.add_parser(
-        "status", help="is Dragonfly installed and running; machines by state"))
-    sub.add_parser("version", help="print the version")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_commands(sub)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
@@ -89,11 +35,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         if args.command:
-            return _COMMANDS[args.command](args, out)
+            run: Command = getattr(args, "run", None) or _OWN[args.command]
+            return run(args, out)
         config_path = args.config or config_path_from_env()
         if args.demo or not config_path.exists():
             return run_demo(args, out)
-        return _COMMANDS["status"](args, out)
+        return cmd_status(args, out)
     except DragonflyError as exc:
         sys.stderr.write(f"dragonfly: {exc.message}\n")
         return 2
@@ -128,7 +75,7 @@ def bind_first_free(host: str, port: int, tries: int) -> socket.socket:
 
 
 def run_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from dragonfly.demo import demo_context
+    from dragonfly.compose import demo_context
 
     host = args.bind or "127.0.0.1"
     sock = bind_first_free(host, args.port if args.port is not None else DEMO_PORT,
@@ -160,9 +107,8 @@ def load_config(args: argparse.Namespace) -> Config:
     return Config.load(path if path.exists() else None, overrides=flag_overrides(args))
 
 
-@command("serve")
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from dragonfly.server import readiness_report, server_context
+    from dragonfly.compose import readiness_report, server_context
 
     config = load_config(args)
     logging.getLogger().setLevel(config["server.log_level"].upper())
@@ -218,15 +164,16 @@ async def _serve_app(ctx: Any, sock: socket.socket, banner: str, out: TextIO) ->
 
 # --- status, version --------------------------------------------------------------------------
 
-@command("status")
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from dragonfly.status import cmd_status as status_command
+    from dragonfly.ops.status import cmd_status as status_command
 
     return status_command(args, out)
 
 
-@command("version")
 def cmd_version(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"dragonfly {__version__}\n")
     return 0
 
+
+# The subcommands this module runs; the others come with their parsers (``run`` default).
+_OWN: dict[str, Command] = {"serve": cmd_serve, "status": cmd_status, "version": cmd_version}

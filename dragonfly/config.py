@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
             "address, as before this setting existed (the machines' networks, relayed "
             "ones included, are not known at install time); set it to the provisioning "
             "networks. The panel and API allowlist (security.allowlist) is separate."),
+    Setting("agent", "poll_seconds", int, 30,
+            "How long a discovery agent waiting for orders sleeps between heartbeats (its "
+            "commands and deployments reach it at the next one)."),
     Setting("security", "front_page", str, "login",
             "Who may use the panel: open (read-only without login), login, admin (admins only).",
             ("open", "login", "admin")),

@@ -1,4 +1,4 @@
-"""Domain errors. The HTTP edge (``dragonfly.api.errors``) maps each to a status code."""
+"""Domain errors. The HTTP edge (``dragonfly.http.errors``) maps each to a status code."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the discovery kernel and initrd offline from Debian packages, from a checkout.
 
-The same as `dragonfly discovery build` (see dragonfly/discovery_image.py for what it does).
+The same as `dragonfly discovery build` (see dragonfly/boot/discovery_image.py for what it does).
 """
 
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dragonfly.discovery_image import main  # noqa: E402
+from dragonfly.boot.discovery_image import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -99,6 +100,39 @@ def demo_process(zipapp: Path, shiv_root: Path, tmp_path: Path) -> Iterator[Demo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# Leaked asyncio tasks: a task still pending when its loop is closed was never stopped by
+# whoever started it. asyncio's Runner (which pytest-asyncio and asyncio.run use) cancels such
+# tasks quietly on close; note them first, and fail the test in its teardown.
+_LEAKED_TASKS: list[str] = []
+_cancel_all_tasks = asyncio.runners._cancel_all_tasks  # type: ignore[attr-defined]
+
+
+def _cancel_all_tasks_noting_leaks(loop: asyncio.AbstractEventLoop) -> None:
+    _LEAKED_TASKS.extend(f"{task.get_name()} ({task.get_coro()!r})"
+                         for task in asyncio.all_tasks(loop) if not task.done())
+    _cancel_all_tasks(loop)
+
+
+asyncio.runners._cancel_all_tasks = _cancel_all_tasks_noting_leaks  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    _LEAKED_TASKS.clear()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    result = yield  # every fixture finalised: the test's event loop is closed
+    if _LEAKED_TASKS:
+        leaked = sorted(set(_LEAKED_TASKS))
+        _LEAKED_TASKS.clear()
+        raise AssertionError(f"asyncio tasks leaked by this test (still pending when its "
+                             f"event loop closed): {leaked}")
+    return result
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ import pytest
 
 from dragonfly.agent import checkin
 from dragonfly.agent.checkin import AgentCommands, Heartbeat, parse_heartbeat, parse_report
+from dragonfly.domain.fleet import Fleet
+from dragonfly.domain.model import Machine, State
 from dragonfly.errors import InvalidInput, NotFound
-from dragonfly.fleet import Fleet
-from dragonfly.model import Machine, State
 from dragonfly.store import SqliteStore
 
 UUID = "8c1f2e3d-4b5a-4c6d-8e7f-0123456789ab"

@@ -133,7 +133,7 @@ async def test_a_pending_command_can_be_withdrawn(aiohttp_client: Any) -> None:
     # Deleting the machine drops what was queued for it.
     await client.post(URL.format(machine_id), json={"command": "reboot"},
                       headers=admin.headers())
-    commands = ctx_of_client(client).extras["agent.commands"]
+    commands = ctx_of_client(client).commands
     assert commands.pending(machine_id) == "reboot"
     gone = await client.delete(f"/api/machines/{machine_id}", headers=admin.headers())
     assert gone.status == 200
@@ -209,7 +209,7 @@ async def test_safety_mode_and_locks_refuse_with_423(aiohttp_client: Any) -> Non
 
 async def test_the_demo_agents_heartbeat_and_obey(aiohttp_client: Any) -> None:
     from dragonfly.app import create_app
-    from dragonfly.demo import demo_context
+    from dragonfly.compose import demo_context
     from dragonfly.demo.simulator import REBOOT_SECONDS, Simulator
 
     ctx = demo_context(tick=3600)

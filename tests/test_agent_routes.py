@@ -12,10 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dragonfly.agent import cpio, initramfs, routes
-from dragonfly.app import AppContext
+from dragonfly.boot.discovery import discovery_status
 from dragonfly.config import Config
-from dragonfly.model import State
-from tests.lab.harness import agent_app, make_context
+from dragonfly.context import AppContext
+from dragonfly.domain.model import State
+from dragonfly.edge import routes as edge_routes
+from tests.lab.harness import RecordingBootLog, agent_app, make_context
 from tests.test_agent_checkin import report_body
 
 MAC = "52:54:00:12:34:56"
@@ -28,8 +30,7 @@ async def named(ip: str | None, mac: str) -> str:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> AppContext:
-    return make_context(tmp_path / "state", **{"agent.resolve_name": named,
-                                              "agent.poll_seconds": 4})
+    return make_context(tmp_path / "state", resolve_name=named, poll_seconds=4)
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def test_checkin_then_heartbeat(client: Client, ctx: AppContext) -> None:
     r = await client.post("/api/agent/heartbeat",
                           json={"machine_id": machine.id, "mac": MAC, "uptime_seconds": 3})
     assert r.status == 200 and (await r.json())["action"] == "wait"
-    ctx.extras["agent.commands"].queue(machine.id, "reboot")
+    ctx.commands.queue(machine.id, "reboot")
     r = await client.post("/api/agent/heartbeat", json={"machine_id": machine.id})
     assert (await r.json())["action"] == "reboot"
     r = await client.post("/api/agent/heartbeat", json={"machine_id": "gone"})
@@ -134,7 +135,7 @@ async def test_missing_discovery_files_say_what_and_how(client: Client, ctx: App
         assert body["error"] == f"the discovery {what} is missing: {missing} does not exist"
         assert body["detail"]["missing"] == missing
         assert "dragonfly discovery build" in body["detail"]["how_to_obtain"]
-    status = routes.discovery_status(ctx.config)
+    status = discovery_status(ctx.config)
     assert not status["ready"] and len(status["missing"]) == 2
 
 
@@ -170,7 +171,7 @@ async def test_initrd_is_stock_plus_overlay(client: Client, ctx: AppContext,
     etag = r.headers["ETag"]
     again = await client.get("/boot/discovery/initrd.img", headers={"If-None-Match": etag})
     assert again.status == 304
-    assert routes.discovery_status(ctx.config)["ready"]
+    assert discovery_status(ctx.config)["ready"]
 
 
 async def test_kernel_is_served_as_is(client: Client, ctx: AppContext) -> None:
@@ -181,8 +182,8 @@ async def test_kernel_is_served_as_is(client: Client, ctx: AppContext) -> None:
 
 async def test_observer_sees_every_boot_step(client: Client, ctx: AppContext) -> None:
     write_stock(ctx, 0)
-    seen: list[tuple[str, str]] = []
-    ctx.extras["boot.observer"] = lambda mac, step, detail: seen.append((mac, step))
+    ctx.bootlog = bootlog = RecordingBootLog(ctx.store)
+    seen = bootlog.seen
     await client.get(f"/boot/{MAC}.ipxe")
     await client.get(f"/boot/discovery/vmlinuz?mac={MAC}")
     await client.get(f"/boot/discovery/initrd.img?mac={MAC}")
@@ -191,7 +192,11 @@ async def test_observer_sees_every_boot_step(client: Client, ctx: AppContext) ->
 
 
 def test_routes_are_declared_for_the_agent() -> None:
-    declared = {(r.method, r.path): r for r in routes.api.routes}
+    # The agent's own routes, and the boot edge's files it boots from (not the boot doctor's
+    # /api/boot views or the loaders, which the edge serves to firmware).
+    edge_files = [r for r in edge_routes.api.routes
+                  if r.path.startswith("/boot/") and not r.path.startswith("/boot/loaders/")]
+    declared = {(r.method, r.path): r for r in [*routes.api.routes, *edge_files]}
     assert set(declared) == {
         ("POST", "/api/agent/checkin"), ("POST", "/api/agent/heartbeat"),
         ("GET", "/boot/{mac}.ipxe"), ("GET", "/boot/discovery/vmlinuz"),

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from dragonfly.agent.checkin import AgentCommands, parse_report
 from dragonfly.agent.initramfs import agent_file
-from dragonfly.app import AppContext
+from dragonfly.context import AppContext
 from tests.lab.harness import agent_app, make_context
 
 UUID = "abcdef01-2345-4678-9abc-def012345678"
@@ -254,8 +254,8 @@ async def test_agent_protocol_loop(tmp_path: Path, busybox_path: str,
             raise RuntimeError("name service hiccup")
         return f"node{calls}"
 
-    ctx: AppContext = make_context(tmp_path / "state", **{"agent.poll_seconds": 2,
-                                                          "agent.resolve_name": flaky_name})
+    ctx: AppContext = make_context(tmp_path / "state", poll_seconds=2,
+                                   resolve_name=flaky_name)
     server = await aiohttp_server(agent_app(ctx))
     root = fake_root(tmp_path / "root", f"dragonfly.url=http://127.0.0.1:{server.port}/ "
                                         "dragonfly.mac=aa:bb:cc:00:00:01")
@@ -281,7 +281,7 @@ async def test_agent_protocol_loop(tmp_path: Path, busybox_path: str,
         await ctx.fleet.delete_machine(first.id)
         second = await machine_named("node3")  # the agent noticed and checked in again
         assert second.id != first.id
-        commands = ctx.extras["agent.commands"]
+        commands = ctx.commands
         assert isinstance(commands, AgentCommands)
         commands.queue(second.id, "poweroff")
         out, _ = await asyncio.wait_for(proc.communicate(), 30)

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dragonfly.app import create_app
-from dragonfly.demo import demo_context
+from dragonfly.compose import demo_context
 from dragonfly.demo.simulator import Simulator
 
 
@@ -22,7 +22,7 @@ async def client(aiohttp_client: Any) -> TestClient:
 
 
 def simulator(client: TestClient) -> Simulator:
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
 
     sim = client.app[CTX].services[0]
     assert isinstance(sim, Simulator)
@@ -242,7 +242,7 @@ async def test_server_sent_events_deliver_changes(client: TestClient) -> None:
 async def test_openapi_describes_every_route(client: TestClient) -> None:
     doc = await (await client.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
 
     for route in client.app[CTX].router.routes:
         op = doc["paths"][route.path][route.method.lower()]

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import web
 
 from dragonfly.app import create_app
-from dragonfly.auth import accounts, auth_of, firstrun
+from dragonfly.auth import accounts, firstrun
+from dragonfly.auth.middleware import auth_of
 from dragonfly.auth.policy import Caller
 from tests.test_agent_checkin import report_body
 from tests.test_auth_fixtures import ADMIN_PASSWORD, installed_context

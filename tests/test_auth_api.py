@@ -502,7 +502,7 @@ async def test_allowlist_refuses_self_lockout(aiohttp_client: Any) -> None:
 
 async def test_demo_role_switcher_is_enforced_by_the_same_rules(aiohttp_client: Any) -> None:
     from dragonfly.app import create_app
-    from dragonfly.demo import demo_context
+    from dragonfly.compose import demo_context
 
     client = await aiohttp_client(create_app(demo_context(tick=3600)))
     installed = await installed_client(aiohttp_client)

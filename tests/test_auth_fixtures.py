@@ -18,11 +18,13 @@ import pytest
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
-from dragonfly.app import AppContext, create_app
-from dragonfly.auth import auth_of, firstrun
+from dragonfly.app import create_app
+from dragonfly.auth import firstrun
+from dragonfly.auth.middleware import auth_of
 from dragonfly.auth.service import AuthService
+from dragonfly.compose import demo_context
 from dragonfly.config import Config
-from dragonfly.demo import demo_context
+from dragonfly.context import AppContext
 
 ADMIN_PASSWORD = "admin password 1"
 USER_PASSWORD = "user password 22"
@@ -81,13 +83,13 @@ async def installed_client(aiohttp_client: Any, **settings: Any) -> Client:
 
 
 def auth(client: Client) -> AuthService:
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
 
     return auth_of(client.app[CTX])
 
 
 def ctx_of_client(client: Client) -> AppContext:
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
 
     ctx: AppContext = client.app[CTX]
     return ctx

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from dragonfly.auth import guard_destructive
-from dragonfly.auth.guard import DESTRUCTIVE_ACTIONS
+from dragonfly.auth.guard import DESTRUCTIVE_ACTIONS, guard_destructive
 from dragonfly.errors import Locked
 from tests.test_auth_fixtures import (
     add_user,

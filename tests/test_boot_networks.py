@@ -15,10 +15,10 @@ import pytest
 
 from dragonfly.auth.allowlist import allowed, parse_address, parse_networks
 from dragonfly.auth.settings import RUNTIME_KEYS, SECURITY_KEYS
-from dragonfly.bootlog import diagnose
-from dragonfly.bootstack import BOOT_KEYS
+from dragonfly.boot.log import diagnose
 from dragonfly.config import SETTINGS_BY_KEY, Config
-from dragonfly.dhcp.wiring import boot_networks
+from dragonfly.edge.service import BOOT_KEYS
+from dragonfly.edge.settings import boot_networks
 from dragonfly.errors import InvalidInput
 from tests.test_agent_checkin import report_body
 from tests.test_auth_fixtures import (
@@ -238,10 +238,10 @@ async def test_security_api_changes_and_audits_the_boot_networks(aiohttp_client:
 
 async def test_boot_stack_hands_the_networks_to_dhcp_and_tftp(tmp_path: Any) -> None:
     """Built, never started (binding UDP 67 here would answer the host's real network)."""
-    from dragonfly.bootlog import BootLog
-    from dragonfly.bootstack import build_boot_stack
-    from dragonfly.fleet import Fleet
-    from dragonfly.loaders import Loaders
+    from dragonfly.boot.loaders import Loaders
+    from dragonfly.boot.log import BootLog
+    from dragonfly.domain.fleet import Fleet
+    from dragonfly.edge.service import build_boot_stack
     from dragonfly.store import SqliteStore
 
     store = SqliteStore(":memory:")

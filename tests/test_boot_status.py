@@ -12,20 +12,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dragonfly.app import AppContext, create_app
+from dragonfly.app import create_app
+from dragonfly.boot.loaders import Loaders
+from dragonfly.boot.log import BootLog
 from dragonfly.boot.registry import BootRegistry
-from dragonfly.bootlog import BootLog
-from dragonfly.bootstack import BootEdge, BootStack, StackBuilder
+from dragonfly.compose import demo_context
 from dragonfly.config import Config
-from dragonfly.demo import demo_context
+from dragonfly.context import AppContext
 from dragonfly.demo.simulator import Simulator
-from dragonfly.dhcp.server import DhcpPorts, DhcpService
-from dragonfly.dhcp.wiring import registry_from_settings
+from dragonfly.domain.fleet import Fleet
+from dragonfly.edge.dhcp.server import DhcpPorts, DhcpService
+from dragonfly.edge.service import BootEdge, BootStack, StackBuilder
+from dragonfly.edge.settings import registry_from_settings
+from dragonfly.edge.tftp.server import TftpServer
 from dragonfly.errors import InvalidInput
-from dragonfly.fleet import Fleet
-from dragonfly.loaders import Loaders
 from dragonfly.store import SqliteStore, Store
-from dragonfly.tftp.server import TftpServer
 from tests.test_auth_fixtures import Client, Who, installed_client, setup_admin
 from tests.test_tftp import download
 
@@ -54,8 +55,7 @@ def with_edge(ctx: AppContext, build: StackBuilder) -> BootEdge:
     assert ctx.bootlog is not None
     edge = BootEdge(ctx.config, ctx.store, ctx.fleet, ctx.bootlog, build=build)
     ctx.services.append(edge)
-    ctx.extras["boot.edge"] = edge
-    ctx.extras["boot.status"] = edge.status
+    ctx.edge = edge
     return edge
 
 
@@ -65,7 +65,7 @@ async def edge_client(aiohttp_client: Any, tmp_path: Path, build: StackBuilder,
     holder: dict[str, BootEdge] = {}
 
     async def factory(app: Any, **kw: Any) -> Any:
-        from dragonfly.app_key import CTX
+        from dragonfly.context import CTX
 
         holder["edge"] = with_edge(app[CTX], build)
         return await aiohttp_client(app, **kw)
@@ -281,7 +281,7 @@ async def test_the_demo_simulates_a_healthy_edge(aiohttp_client: Any) -> None:
 
 async def test_without_boot_services_the_status_is_503(aiohttp_client: Any) -> None:
     ctx = demo_context(tick=3600)
-    del ctx.extras["boot.status"]
+    ctx.edge = None
     client = await aiohttp_client(create_app(ctx))
     response = await client.get("/api/boot/status")
     assert response.status == 503 and "not running" in (await response.json())["error"]
@@ -290,7 +290,7 @@ async def test_without_boot_services_the_status_is_503(aiohttp_client: Any) -> N
 
 
 def test_status_is_declared_before_the_mac_route() -> None:
-    from dragonfly.api import build_api_router
+    from dragonfly.app import build_api_router
 
     paths = [r.path for r in build_api_router().routes]
     assert paths.index("/api/boot/status") < paths.index("/api/boot/{mac}")

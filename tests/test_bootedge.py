@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from dragonfly.bootlog import BootLog
-from dragonfly.bootstack import BootEdge
+from dragonfly.boot.log import BootLog
 from dragonfly.config import Config
-from dragonfly.fleet import Fleet
+from dragonfly.domain.fleet import Fleet
+from dragonfly.edge.service import BootEdge
 from dragonfly.store import SqliteStore
 
 

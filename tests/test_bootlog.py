@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from dragonfly.app import create_app
-from dragonfly.bootlog import BOOT, BootLog, diagnose
-from dragonfly.demo import demo_context
+from dragonfly.boot.log import BOOT, BootLog, diagnose
+from dragonfly.compose import demo_context
 from dragonfly.store import SqliteStore
 
 

@@ -132,6 +132,6 @@ def test_parser_builds_for_a_user_without_a_home(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DRAGONFLY_SERVER_STATE_DIR", "/srv/df")
     args = build_parser().parse_args(["serve", "--port", "3001"])
     assert args.command == "serve" and args.serve_port == 3001
-    from dragonfly.discovery_image import default_cache
+    from dragonfly.boot.discovery_image import default_cache
 
     assert default_cache() == Path("/srv/df/cache/discovery")

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dragonfly import catalog
 from dragonfly.auth import guard
-from dragonfly.bootlog import BootLog
+from dragonfly.boot.log import BootLog
 from dragonfly.demo.simulator import MAX_MACHINES, MIN_MACHINES, Simulator
-from dragonfly.fleet import HISTORY, MACHINE, WORKFLOW, Fleet
-from dragonfly.model import TRANSITIONS, State, Workflow, check_transition
+from dragonfly.domain import catalog
+from dragonfly.domain.fleet import HISTORY, MACHINE, WORKFLOW, Fleet
+from dragonfly.domain.model import TRANSITIONS, State, Workflow, check_transition
 from dragonfly.store import Change, SqliteStore
 
 START = 1_700_000_000.0

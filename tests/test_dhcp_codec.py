@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dragonfly.dhcp import options as o
-from dragonfly.dhcp.codec import (
+from dragonfly.edge.dhcp import options as o
+from dragonfly.edge.dhcp.codec import (
     BOOTREPLY,
     BOOTREQUEST,
     MAGIC_COOKIE,

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from dragonfly.boot import BootRegistry
-from dragonfly.dhcp import options as o
-from dragonfly.dhcp.codec import BOOTREPLY, BOOTREQUEST, MessageType, Packet, decode, encode
-from dragonfly.dhcp.leases import LEASE_KIND, FullModeSettings
-from dragonfly.dhcp.server import DhcpConflict, DhcpPorts, DhcpService
+from dragonfly.edge.dhcp import options as o
+from dragonfly.edge.dhcp.codec import BOOTREPLY, BOOTREQUEST, MessageType, Packet, decode, encode
+from dragonfly.edge.dhcp.leases import LEASE_KIND, FullModeSettings
+from dragonfly.edge.dhcp.server import DhcpConflict, DhcpPorts, DhcpService
 from dragonfly.errors import InvalidInput
 from dragonfly.store import SqliteStore
 from tests.lab_dhcp.captured import packet
@@ -179,7 +179,8 @@ async def test_request_for_the_site_server_is_not_answered_but_teaches_ip(
     await client.nothing()
     c = svc.counters
     assert c.ignored == 1 and c.ignored_by_reason["request for another server"] == 1
-    assert svc.mac_for_ip("10.99.0.112") == "52:54:00:12:34:57"
+    # The address goes to the boot log (the one IP-to-MAC map) with the event.
+    assert events[0][0] == "52:54:00:12:34:57" and events[0][2]["ip"] == "10.99.0.112"
     assert events[0][1] == "dhcp_request" and events[0][2]["ours"] is False
 
 
@@ -490,7 +491,7 @@ def test_full_mode_settings_parse_and_validate() -> None:
 
 def test_service_from_settings() -> None:
     from dragonfly.config import Config
-    from dragonfly.dhcp.wiring import service_from_settings
+    from dragonfly.edge.settings import service_from_settings
 
     values = Config.defaults().as_dict()
     svc = service_from_settings(values, server_ip=SERVER_IP, http_port=3000)

@@ -1,4 +1,4 @@
-"""dragonfly.elf: interpreter, NEEDED and SONAME from ELF files, without readelf."""
+"""dragonfly.boot.elf: interpreter, NEEDED and SONAME from ELF files, without readelf."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dragonfly.elf import ElfError, is_elf, read_elf
+from dragonfly.boot.elf import ElfError, is_elf, read_elf
 from tests.elf_fixtures import make_elf
 
 

@@ -31,7 +31,9 @@ import yaml
 
 from dragonfly import __version__
 from dragonfly.config import SETTINGS, Config
-from dragonfly.install import (
+from dragonfly.domain.model import Machine, State
+from dragonfly.ops.checks import SYSTEMD_PATH
+from dragonfly.ops.install import (
     BINARY,
     CONFIG,
     STATE_DIR,
@@ -42,9 +44,8 @@ from dragonfly.install import (
     uninstall,
     unit_text,
 )
-from dragonfly.install_checks import SYSTEMD_PATH
-from dragonfly.install_plan import CommandResult
-from dragonfly.install_tinkerbell import (
+from dragonfly.ops.plan import CommandResult
+from dragonfly.ops.tinkerbell import (
     CHART,
     HELMCHART,
     K3S_CONFIG,
@@ -53,7 +54,6 @@ from dragonfly.install_tinkerbell import (
     render_helmchart,
     render_k3s_config,
 )
-from dragonfly.model import Machine, State
 from dragonfly.store.migrations import LATEST, migrate
 from tests.conftest import ROOT, free_port, wait_http
 
@@ -768,7 +768,7 @@ def dhcp_lab(tmp_path: Path) -> Iterator[Callable[[float], list[str]]]:
             sh("-n", ns, "link", "set", dev, "up")
 
         def probe(timeout: float) -> list[str]:
-            code = ("import json, sys; from dragonfly.install_checks import "
+            code = ("import json, sys; from dragonfly.ops.checks import "
                     f"probe_dhcp_servers; print(json.dumps(probe_dhcp_servers('vi{tag}', "
                     f"{timeout})))")
             done = subprocess.run(["ip", "netns", "exec", ours, sys.executable, "-c", code],

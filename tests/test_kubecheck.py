@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dragonfly.config import Config, render_toml
-from dragonfly.install_tinkerbell import render_kubeconfig
-from dragonfly.kubecheck import ClusterCheck, check_cluster, read_kubeconfig
-from dragonfly.status import collect_status, format_status
+from dragonfly.ops.kubecheck import ClusterCheck, check_cluster, read_kubeconfig
+from dragonfly.ops.status import collect_status, format_status
+from dragonfly.ops.tinkerbell import render_kubeconfig
 from tests.conftest import free_port
 from tests.test_install import FakeRunner
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dragonfly.loaders import Loaders, bundled_root, parse_manifest
-from dragonfly.tftp import TftpServer
+from dragonfly.boot.loaders import Loaders, bundled_root, parse_manifest
+from dragonfly.edge.tftp import TftpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "ipxe" / "manifest.toml"

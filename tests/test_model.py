@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dragonfly.errors import Conflict, InvalidInput
-from dragonfly.model import (
+from dragonfly.domain.model import (
     TRANSITIONS,
     State,
     allowed_transitions,
@@ -15,6 +14,7 @@ from dragonfly.model import (
     validate_tag,
     validate_tags,
 )
+from dragonfly.errors import Conflict, InvalidInput
 
 
 def test_every_state_is_reachable_and_leavable() -> None:
@@ -66,7 +66,7 @@ def test_normalise_mac() -> None:
 def test_machine_to_dict_is_a_deep_copy_equal_to_asdict() -> None:
     from dataclasses import asdict
 
-    from dragonfly.model import Machine
+    from dragonfly.domain.model import Machine
 
     machine = Machine(id="m1", name="n", state=State.READY, mac="02:00:00:00:00:01",
                       macs=["02:00:00:00:00:01"], cpu={"model": "x", "flags": ["a", "b"]},

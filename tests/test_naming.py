@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dragonfly import naming
+from dragonfly.domain import naming
 
 NAME = re.compile(r"^[a-z]+-[a-z]+-\d{2}$")
 

@@ -16,15 +16,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dragonfly.app import AppContext, create_app
+from dragonfly.app import create_app
 from dragonfly.boot.registry import ARCH_NAMES
 from dragonfly.cli import build_parser
+from dragonfly.compose import demo_context
 from dragonfly.config import SETTINGS, Config
-from dragonfly.demo import demo_context
-from dragonfly.events import STREAM_KINDS, EventHub
-from dragonfly.fleet import Fleet
-from dragonfly.model import STATE_HELP, TRANSITIONS, State
-from dragonfly.panel import DOC_PAGES, OPERATOR_ACTIONS, human_bytes
+from dragonfly.context import AppContext
+from dragonfly.domain.events import STREAM_KINDS, EventHub
+from dragonfly.domain.fleet import Fleet
+from dragonfly.domain.model import OPERATOR_ACTIONS, STATE_HELP, TRANSITIONS, State
+from dragonfly.format import decimal_bytes as human_bytes
+from dragonfly.panel.render import ACTION_ICONS, DOC_PAGES
 from dragonfly.resources import static_assets
 from dragonfly.store import SqliteStore
 from tests.test_auth_fixtures import (
@@ -180,7 +182,7 @@ async def test_machine_list_filters_search_and_sort_from_the_url(client: TestCli
 
 
 async def test_machine_list_renders_only_the_first_page(client: TestClient) -> None:
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
     from dragonfly.demo.fleet import make_machine
 
     fleet = client.app[CTX].fleet
@@ -236,7 +238,7 @@ async def test_machine_page_shows_the_bmc_the_agent_found(client: TestClient) ->
     import dataclasses
     import random
 
-    from dragonfly.app_key import CTX
+    from dragonfly.context import CTX
     from dragonfly.demo.fleet import make_machine
 
     machine = make_machine(random.Random(7), 901, State.DISCOVERED, "bmc-found", 0.0)
@@ -451,8 +453,9 @@ def test_every_icon_used_is_in_the_sprite() -> None:
             used[name] = str(path.relative_to(ROOT))
         for name in re.findall(r"""#i-([a-z0-9-]+)""", text):
             used[name] = str(path.relative_to(ROOT))
-    for name in OPERATOR_ACTIONS.values():
-        used[name] = "dragonfly/panel OPERATOR_ACTIONS"
+    assert set(ACTION_ICONS) == set(OPERATOR_ACTIONS)  # every operator action has its icon
+    for name in ACTION_ICONS.values():
+        used[name] = "dragonfly/panel ACTION_ICONS"
     assert len(used) > 30
     missing = {name: where for name, where in used.items() if name not in sprite}
     assert not missing, missing
@@ -697,7 +700,7 @@ async def test_demo_account_menu_has_the_role_switcher(client: TestClient) -> No
 
 
 async def test_boot_doctor_data_on_machine_page_and_dashboard(client: TestClient) -> None:
-    from dragonfly.bootlog import EXPECTATIONS
+    from dragonfly.boot.log import EXPECTATIONS
 
     stuck = "3c:ec:ef:4a:19:02"  # the demo's machine that took an offer and went quiet
     discovered = (await get_json(client, "/api/machines?state=discovered"))["items"]

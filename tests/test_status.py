@@ -17,10 +17,10 @@ import pytest
 
 from dragonfly import __version__
 from dragonfly.config import Config, render_toml
-from dragonfly.install import CONFIG, STATE_DIR
-from dragonfly.install_plan import CommandResult
-from dragonfly.model import Machine, State
-from dragonfly.status import (
+from dragonfly.domain.model import Machine, State
+from dragonfly.ops.install import CONFIG, STATE_DIR
+from dragonfly.ops.plan import CommandResult
+from dragonfly.ops.status import (
     _decode_address,
     cmd_status,
     collect_status,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dragonfly.tftp import TftpServer, TransferRecord, codec
-from dragonfly.tftp.codec import (
+from dragonfly.edge.tftp import TftpServer, TransferRecord, codec
+from dragonfly.edge.tftp.codec import (
     Ack,
     Data,
     Error,
@@ -827,8 +827,8 @@ def test_data_header_packing() -> None:
 
 
 def test_resolver_type_accepts_loaders_locate() -> None:
-    from dragonfly.loaders import Loaders
-    from dragonfly.tftp import Resolver
+    from dragonfly.boot.loaders import Loaders
+    from dragonfly.edge.tftp import Resolver
 
     resolver: Resolver = Loaders(None).locate
     assert callable(resolver)
@@ -839,7 +839,7 @@ def test_resolver_type_accepts_loaders_locate() -> None:
 
 _NETNS_SERVER = r"""
 import asyncio, sys
-from dragonfly.tftp import TftpServer
+from dragonfly.edge.tftp import TftpServer
 
 async def main():
     try:
@@ -858,7 +858,7 @@ asyncio.run(main())
 
 _NETNS_CLIENT = r"""
 import json, socket, sys
-from dragonfly.tftp import codec
+from dragonfly.edge.tftp import codec
 
 replies = {}
 for dest in sys.argv[1:]:

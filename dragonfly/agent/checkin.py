@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dragonfly.domain.fleet import Fleet
+from dragonfly.domain.model import LOCALBOOT_IN, HistoryEvent, Machine, State, new_id
 from dragonfly.errors import InvalidInput, NotFound
-from dragonfly.fleet import Fleet
-from dragonfly.model import HistoryEvent, Machine, State, new_id
+from dragonfly.format import binary_bytes, elapsed
 
 MAX_TEXT = 256
 MAX_DISKS = 256
@@ -39,7 +40,6 @@ BMC_IP_SOURCES = ("", "static", "dhcp", "bios", "other")
 # States whose machines go back to ``discovered`` when they boot discovery again.
 REDISCOVER_FROM = (State.READY, State.FAILED, State.MAINTENANCE)
 # States in which the machine's own disk should boot.
-LOCALBOOT_IN = (State.DEPLOYING, State.INSTALLED)
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -363,17 +363,6 @@ def live_window(poll_seconds: int = POLL_DEFAULT) -> int:
     return LIVE_POLLS * clamp_poll(poll_seconds) + LIVE_SLACK_SECONDS
 
 
-def _ago(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 172_800:
-        return f"{s // 3600} h"
-    return f"{s // 86_400} days"
-
-
 def agent_status(machine: Machine, commands: AgentCommands, now: float,
                  poll_seconds: int = POLL_DEFAULT) -> dict[str, Any]:
     """Whether a discovery agent is waiting for orders on ``machine``, from its heartbeats.
@@ -396,7 +385,7 @@ def agent_status(machine: Machine, commands: AgentCommands, now: float,
     elif age is None:
         reason = f"no discovery agent has reported from {machine.name} yet"
     elif age > window:
-        reason = (f"the agent on {machine.name} was last heard from {_ago(age)} ago; it counts "
+        reason = (f"the agent on {machine.name} was last heard from {elapsed(age)} ago; it counts "
                   f"as live within {window} s of its last heartbeat")
     else:
         reason = ""
@@ -449,21 +438,12 @@ def _inventory(report: Report, client_ip: str | None) -> dict[str, Any]:
     }
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 def describe(report: Report) -> str:
     threads = report.cpu.get("threads") or 0
     disk_total = sum(d["size_bytes"] or 0 for d in report.disks)
     return (f"{threads} CPU thread{'s' if threads != 1 else ''}, "
-            f"{_size(report.memory_bytes)} memory, {len(report.disks)} disk"
-            f"{'s' if len(report.disks) != 1 else ''} ({_size(disk_total)}), "
+            f"{binary_bytes(report.memory_bytes)} memory, {len(report.disks)} disk"
+            f"{'s' if len(report.disks) != 1 else ''} ({binary_bytes(disk_total)}), "
             f"{len(report.nics)} NIC{'s' if len(report.nics) != 1 else ''}")
 
 

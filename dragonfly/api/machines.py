@@ -6,14 +6,20 @@ from typing import Any
 
 from aiohttp import web
 
-from dragonfly import catalog
-from dragonfly.api.errors import json_response, read_object
-from dragonfly.api.router import ApiRouter, Param
-from dragonfly.app_key import ctx_of
-from dragonfly.errors import Conflict, InvalidInput, Unavailable
-from dragonfly.fleet import SORT_KEYS, summary
-from dragonfly.model import (
-    TRANSITIONS,
+from dragonfly.auth.guard import (
+    all_locks,
+    guard_delete,
+    guard_lifecycle_action,
+    lock_of,
+    remove_lock,
+)
+from dragonfly.auth.middleware import caller_of
+from dragonfly.context import ctx_of
+from dragonfly.domain import catalog
+from dragonfly.domain.fleet import SORT_KEYS, summary
+from dragonfly.domain.model import (
+    ACTION_ACCESS,
+    OPERATOR_ACTIONS,
     Machine,
     State,
     allowed_transitions,
@@ -21,7 +27,10 @@ from dragonfly.model import (
     normalise_mac,
     validate_tags,
 )
-from dragonfly.naming import memorable_name
+from dragonfly.domain.naming import memorable_name
+from dragonfly.errors import Conflict, InvalidInput, Unavailable
+from dragonfly.http.errors import json_response, read_object
+from dragonfly.http.router import ApiRouter, Param
 
 api = ApiRouter()
 
@@ -30,8 +39,6 @@ _TAG_LIST = {"type": "array", "items": {"type": "string", "maxLength": 64}}
 
 def _actor(request: web.Request) -> str:
     """Who is acting, for history lines ("alice", "token:ci", "demo:admin" ...)."""
-    from dragonfly.auth.middleware import caller_of
-
     return caller_of(request).actor
 
 
@@ -62,8 +69,10 @@ async def list_machines(request: web.Request) -> dict[str, Any]:
         sort=q.get("sort", "name"), order=q.get("order", "asc"),
         limit=_int_param(request, "limit", 100, 1, 10_000),
         offset=_int_param(request, "offset", 0, 0, 10_000_000))
-    return {"items": [summary(m) for m in page.items], "total": page.total,
-            "states": page.states}
+    # Locks are their own documents: each row carries its machine's (None when unlocked).
+    locks = await all_locks(ctx_of(request).store)
+    return {"items": [{**summary(m), "lock": locks.get(m.id)} for m in page.items],
+            "total": page.total, "states": page.states}
 
 
 @api.post("/api/machines", "Register a machine by MAC before it boots (for selective DHCP "
@@ -95,10 +104,23 @@ async def register_machine(request: web.Request) -> web.Response:
 
 @api.get("/api/machines/{id}", "One machine with its full inventory", "machines")
 async def get_machine(request: web.Request) -> dict[str, Any]:
-    machine = ctx_of(request).fleet.get_machine(request.match_info["id"])
+    ctx = ctx_of(request)
+    machine = ctx.fleet.get_machine(request.match_info["id"])
     data = machine.to_dict()
     data["actions"] = allowed_transitions(machine.state)
+    data["lock"] = await lock_of(ctx.store, machine.id)
     return data
+
+
+@api.delete("/api/machines/{id}", "Delete a machine from the inventory (guarded)", "machines",
+            access="admin", guard=guard_delete)
+async def delete_machine(request: web.Request) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    machine_id = request.match_info["id"]
+    await ctx.fleet.delete_machine(machine_id)
+    await remove_lock(ctx.store, machine_id)
+    ctx.commands.forget(machine_id)  # no order waits for a machine that is gone
+    return {"ok": True, "id": machine_id}
 
 
 @api.patch("/api/machines/{id}", "Rename a machine or set its role", "machines", access="user",
@@ -149,20 +171,22 @@ async def bulk_tags(request: web.Request) -> dict[str, Any]:
     return {"updated": len(machines), "items": [summary(m) for m in machines]}
 
 
+def _action_access(request: web.Request) -> str:
+    return ACTION_ACCESS.get(request.match_info.get("action", ""), "admin")
+
+
 @api.post("/api/machines/{id}/actions/{action}", "Move a machine through its lifecycle "
-          "(users may adopt; the rest is for admins)", "machines", access="user", params=(
-              Param("action", "path", required=True, enum=tuple(
-                  t for t in TRANSITIONS if t in ("adopt", "deploy", "reimage", "release",
-                                                  "maintenance", "resume"))),),
+          "(users may adopt; the rest is for admins)", "machines", access="user",
+          access_for=_action_access, guard=guard_lifecycle_action, params=(
+              Param("action", "path", required=True, enum=OPERATOR_ACTIONS),),
           body={"type": "object", "properties": {"template": {"type": "string"},
                                                  "reason": {"type": "string"}}})
 async def machine_action(request: web.Request) -> dict[str, Any]:
     ctx = ctx_of(request)
     action = request.match_info["action"]
-    if action not in ("adopt", "deploy", "reimage", "release", "maintenance", "resume"):
+    if action not in OPERATOR_ACTIONS:
         raise InvalidInput(f"{action!r} is not an action an operator can take",
-                           {"actions": ["adopt", "deploy", "reimage", "release", "maintenance",
-                                        "resume"]})
+                           {"actions": list(OPERATOR_ACTIONS)})
     body = await read_object(request) if request.can_read_body else {}
     machine = ctx.fleet.get_machine(request.match_info["id"])
     if action in ("deploy", "reimage"):

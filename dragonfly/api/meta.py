@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from dragonfly import __version__
-from dragonfly.api.openapi import openapi_document
-from dragonfly.api.router import ApiRouter
-from dragonfly.app_key import ctx_of
+from dragonfly.context import ctx_of
+from dragonfly.http.openapi import openapi_document
+from dragonfly.http.router import ApiRouter
 
 api = ApiRouter()
 

@@ -1,4 +1,4 @@
-"""The access-control API: sign-in, setup, accounts, people, tokens, locks, safety, audit."""
+"""The access-control API: sign-in, setup, accounts, people, tokens, safety mode, audit."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dragonfly.agent.routes import agent_settings
-from dragonfly.api.errors import error_response, json_response, read_object
-from dragonfly.api.router import ApiRouter, Param
-from dragonfly.app_key import ctx_of
 from dragonfly.auth import accounts, guard
 from dragonfly.auth.allowlist import allowed, parse_address, parse_networks
 from dragonfly.auth.audit import parse_time
@@ -20,7 +16,10 @@ from dragonfly.auth.sessions import COOKIE
 from dragonfly.auth.settings import SECURITY_KEYS, Security
 from dragonfly.auth.users import ROLES
 from dragonfly.config import DHCP_MODES, MODES
+from dragonfly.context import ctx_of
 from dragonfly.errors import InvalidInput, NotFound, TooManyRequests
+from dragonfly.http.errors import error_response, json_response, read_object, reason_of
+from dragonfly.http.router import ApiRouter, Param
 
 api = ApiRouter()
 
@@ -277,66 +276,6 @@ async def revoke_token(request: web.Request) -> dict[str, Any]:
     return token.public()
 
 
-# --- machines: delete, locks ----------------------------------------------------------------
-
-@api.delete("/api/machines/{id}", "Delete a machine from the inventory (guarded)", "machines",
-            access="admin")
-async def delete_machine(request: web.Request) -> dict[str, Any]:
-    ctx = ctx_of(request)
-    machine_id = request.match_info["id"]
-    await ctx.fleet.delete_machine(machine_id)
-    await guard.remove_lock(ctx.store, machine_id)
-    agent_settings(ctx)[1].forget(machine_id)  # no order waits for a machine that is gone
-    return {"ok": True, "id": machine_id}
-
-
-@api.get("/api/locks", "Every locked machine", "machines")
-async def list_locks(request: web.Request) -> list[dict[str, Any]]:
-    return list((await guard.all_locks(ctx_of(request).store)).values())
-
-
-@api.get("/api/machines/{id}/lock", "A machine's lock (null when unlocked)", "machines")
-async def get_lock(request: web.Request) -> dict[str, Any]:
-    ctx = ctx_of(request)
-    ctx.fleet.get_machine(request.match_info["id"])
-    return {"lock": await guard.lock_of(ctx.store, request.match_info["id"])}
-
-
-@api.put("/api/machines/{id}/lock", "Lock a machine: no reimage, delete or power actions",
-         "machines", access="user", body={"type": "object", "properties": {"reason": _STR}})
-async def put_lock(request: web.Request) -> dict[str, Any]:
-    ctx = ctx_of(request)
-    machine = ctx.fleet.get_machine(request.match_info["id"])
-    body = await read_object(request) if request.can_read_body else {}
-    reason = _reason(body)
-    caller = caller_of(request)
-    lock = await guard.set_lock(ctx.store, machine.id, reason, caller.actor,
-                                auth_of(request).now())
-    await ctx.fleet.record(machine.id, "lock", f"Locked by {caller.actor}"
-                           + (f": {reason}" if reason else ""), {"actor": caller.actor})
-    await auth_of(request).audit("lock", caller, machine=machine.id, detail={"reason": reason})
-    return {"lock": lock}
-
-
-@api.delete("/api/machines/{id}/lock", "Unlock a machine", "machines", access="admin")
-async def delete_lock(request: web.Request) -> dict[str, Any]:
-    ctx = ctx_of(request)
-    machine = ctx.fleet.get_machine(request.match_info["id"])
-    caller = caller_of(request)
-    if await guard.remove_lock(ctx.store, machine.id):
-        await ctx.fleet.record(machine.id, "lock", f"Unlocked by {caller.actor}",
-                               {"actor": caller.actor})
-        await auth_of(request).audit("unlock", caller, machine=machine.id)
-    return {"lock": None}
-
-
-def _reason(body: dict[str, Any]) -> str:
-    reason = body.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500 or not reason.isprintable():
-        raise InvalidInput("reason must be printable text of at most 500 characters")
-    return reason.strip()
-
-
 # --- safety mode ----------------------------------------------------------------------------
 
 @api.get("/api/safety", "Safety mode: when on, no reimage, delete or power actions", "safety")
@@ -352,7 +291,7 @@ async def put_safety(request: web.Request) -> dict[str, Any]:
     enabled = body.get("enabled")
     if not isinstance(enabled, bool):
         raise InvalidInput("enabled must be true or false")
-    reason = _reason(body)
+    reason = reason_of(body)
     caller = caller_of(request)
     state = await guard.set_safety(ctx_of(request).store, enabled, reason, caller.actor,
                                    auth_of(request).now())

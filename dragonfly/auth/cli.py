@@ -24,10 +24,9 @@ from dragonfly.auth.service import AuthService
 from dragonfly.auth.settings import RUNTIME_KEYS
 from dragonfly.auth.tokens import TOKEN_ROLES
 from dragonfly.auth.users import ROLES
-from dragonfly.cli import command
 from dragonfly.config import Config, config_path_from_env
 from dragonfly.errors import DragonflyError, InvalidInput
-from dragonfly.store import SqliteStore
+from dragonfly.store import db_path, open_store
 
 Action = Callable[[AuthService, Caller, argparse.Namespace, TextIO], Awaitable[None]]
 
@@ -44,6 +43,7 @@ def add_commands(sub: Any) -> None:
     user = sub.add_parser("user", help="add, change or remove accounts (works offline)",
                           description="Manage accounts directly in the database: for scripts "
                                       "and for getting back in after a lock-out.")
+    user.set_defaults(run=cmd_user)
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
     p = user_sub.add_parser("add", help="create an account")
     p.add_argument("name")
@@ -63,6 +63,7 @@ def add_commands(sub: Any) -> None:
 
     token = sub.add_parser("token", help="create, list or revoke API tokens",
                            description="API tokens for automation, made or revoked offline.")
+    token.set_defaults(run=cmd_token)
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     p = token_sub.add_parser("create", help="create a token and print it (once)")
     p.add_argument("--user", required=True, help="the account the token acts as")
@@ -82,6 +83,7 @@ def add_commands(sub: Any) -> None:
                          description="Security settings changed in the panel are stored in "
                                      "the database over the config file. Show them, change "
                                      "them, or reset them to the config file's values.")
+    sec.set_defaults(run=cmd_security)
     sec_sub = sec.add_subparsers(dest="security_command", metavar="ACTION", required=True)
     _common(sec_sub.add_parser("show", help="every setting, its value and source"))
     p = sec_sub.add_parser("set", help="change one setting, e.g. security.front_page login")
@@ -129,16 +131,12 @@ def _read_password(args: argparse.Namespace, out: TextIO) -> str:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, action: Action, create: bool) -> None:
-    from dragonfly.server import DB_NAME, prepare_state_dir
-
     state_dir = _state_dir(args)
-    db = state_dir / DB_NAME
-    if not db.exists():
-        if not create:
-            raise DragonflyError(f"no Dragonfly database at {db}: pass --state-dir or "
-                                 "--config of the installation")
-        prepare_state_dir(state_dir)
-    store = SqliteStore(db)
+    db = db_path(state_dir)
+    if not db.exists() and not create:
+        raise DragonflyError(f"no Dragonfly database at {db}: pass --state-dir or "
+                             "--config of the installation")
+    store = open_store(state_dir)
     await store.open()
     try:
         config = Config.load(None, overrides={"server.state_dir": str(state_dir)})
@@ -194,7 +192,6 @@ async def _user_list(auth: AuthService, caller: Caller, args: argparse.Namespace
         out.write(f"{user.name}\t{user.role}\tmfa={'on' if user.mfa else 'off'}\n")
 
 
-@command("user")
 def cmd_user(args: argparse.Namespace, out: TextIO) -> int:
     actions: dict[str, tuple[Action, bool]] = {
         "add": (_user_add, True), "passwd": (_user_passwd, False),
@@ -230,7 +227,6 @@ async def _token_list(auth: AuthService, caller: Caller, args: argparse.Namespac
         out.write(json.dumps(token.public()) + "\n")
 
 
-@command("token")
 def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     actions: dict[str, Action] = {"create": _token_create, "revoke": _token_revoke,
                                   "list": _token_list}
@@ -275,7 +271,6 @@ async def _security_safety(auth: AuthService, caller: Caller, args: argparse.Nam
     out.write(f"safety mode {args.state}\n")
 
 
-@command("security")
 def cmd_security(args: argparse.Namespace, out: TextIO) -> int:
     actions: dict[str, Action] = {"show": _security_show, "set": _security_set,
                                   "reset": _security_reset, "safety": _security_safety}

@@ -13,7 +13,7 @@ import secrets
 import time
 
 from dragonfly.config import Config
-from dragonfly.store import Put, SqliteStore, Store
+from dragonfly.store import Put, Store, open_store
 
 SETUP = "setup"
 STATE_KEY = "state"
@@ -53,10 +53,7 @@ def completion_ops(by: str, now: float, via: str, first: bool = False) -> list[P
 
 
 async def _issue_for(config: Config) -> str | None:
-    from dragonfly.server import DB_NAME, prepare_state_dir
-
-    prepare_state_dir(config.state_dir)
-    store = SqliteStore(config.state_dir / DB_NAME)
+    store = open_store(config.state_dir)
     await store.open()
     try:
         if await is_complete(store):

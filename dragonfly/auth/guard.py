@@ -12,21 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from dragonfly.api.router import Route
+from dragonfly.domain.model import DESTRUCTIVE_ACTIONS
 from dragonfly.errors import Locked
-from dragonfly.model import TRANSITIONS
+from dragonfly.http.router import Route
 from dragonfly.store import Store
 
 if TYPE_CHECKING:
-    from dragonfly.app import AppContext
+    from dragonfly.context import AppContext
 
 SAFETY = "safety"
 SAFETY_KEY = "global"
 LOCK = "lock"
-DESTRUCTIVE_ACTIONS = frozenset(name for name, t in TRANSITIONS.items() if t.destructive)
-ACTION_ROUTE = "/api/machines/{id}/actions/{action}"
-MACHINE_ROUTE = "/api/machines/{id}"
-POWER_PREFIX = "/api/machines/{id}/power"
 
 
 async def safety_state(store: Store) -> dict[str, Any]:
@@ -83,17 +79,21 @@ async def guard_destructive(ctx: AppContext, machine_id: str, what: str) -> None
 
 def destructive_request(route: Route, request: web.Request) -> tuple[str, str] | None:
     """(machine id, what) when this API request would wipe, delete or power-control a
-    machine, else None. Decided from the declared route, so new routes of these shapes are
-    guarded without further wiring."""
-    machine_id = request.match_info.get("id", "")
-    if route.path == ACTION_ROUTE and route.method == "POST":
-        action = request.match_info.get("action", "")
-        return (machine_id, action) if action in DESTRUCTIVE_ACTIONS else None
-    if route.path == MACHINE_ROUTE and route.method == "DELETE":
-        return machine_id, "delete"
-    if route.path.startswith(POWER_PREFIX) and route.method not in ("GET", "HEAD"):
-        tail = route.path.rsplit("/", 1)[-1]
-        op = (request.match_info.get("op") or request.match_info.get("action")
-              or ("control" if tail == "power" or tail.startswith("{") else tail))
-        return machine_id, f"power {op}"
-    return None
+    machine, as its route declares (``Route.guard``), else None."""
+    if route.guard is None:
+        return None
+    what = route.guard(request)
+    return None if what is None else (request.match_info.get("id", ""), what)
+
+
+# Guards for routes to declare.
+
+def guard_lifecycle_action(request: web.Request) -> str | None:
+    """A lifecycle action that rewrites a disk (``destructive`` in the table)."""
+    action = request.match_info.get("action", "")
+    return action if action in DESTRUCTIVE_ACTIONS else None
+
+
+def guard_delete(request: web.Request) -> str:
+    return "delete"
+

@@ -19,17 +19,8 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from dragonfly.api.errors import error_response, json_response
-from dragonfly.api.router import Route, route_of
-from dragonfly.app_key import ctx_of
 from dragonfly.auth.allowlist import allowed, parse_address
-from dragonfly.auth.guard import (
-    all_locks,
-    destructive_request,
-    guard_destructive,
-    lock_of,
-    safety_state,
-)
+from dragonfly.auth.guard import destructive_request, guard_destructive, safety_state
 from dragonfly.auth.policy import (
     CALLER_KEY,
     CLEAR_SESSION_KEY,
@@ -43,9 +34,13 @@ from dragonfly.auth.policy import (
     session_only,
     set_caller,
 )
-from dragonfly.auth.service import AUTH_KEY, AuthService
+from dragonfly.auth.service import AuthService
 from dragonfly.auth.sessions import COOKIE
+from dragonfly.context import ctx_of
 from dragonfly.errors import Locked
+from dragonfly.http.errors import error_response, json_response
+from dragonfly.http.router import Route, route_of
+from dragonfly.panel.render import render
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +63,9 @@ def page(access: str) -> Callable[[PageHandler], PageHandler]:
 
 def auth_of(request_or_ctx: Any) -> AuthService:
     ctx = ctx_of(request_or_ctx) if isinstance(request_or_ctx, web.Request) else request_or_ctx
-    service: AuthService = ctx.extras[AUTH_KEY]
+    service = ctx.auth
+    if service is None:
+        raise RuntimeError("the application was built without access control")
     return service
 
 
@@ -130,8 +127,6 @@ def _deny(request: web.Request, status: int, message: str, *, redirect: str = ""
         return web.Response(status=status, content_type="text/html", text=(
             "<!doctype html><meta charset=utf-8><title>Refused</title>"
             f"<p>{message}</p>"))
-    from dragonfly.panel import render
-
     return render(request, "auth/denied.html", status=status, message=message,
                   page_title="Not allowed · Dragonfly")
 
@@ -235,8 +230,6 @@ def _note_boot_refusal(request: web.Request, address: str) -> None:
 async def _call(request: web.Request, handler: Any, route: Route | None,
                 destructive: tuple[str, str] | None) -> web.StreamResponse:
     result = await handler(request)
-    if route is not None and route.method == "GET" and isinstance(result, dict):
-        await _add_lock_state(request, route, result)
     if destructive is not None:
         machine_id, what = destructive
         await auth_of(request).audit(f"machine.{what.replace(' ', '.')}", caller_of(request),
@@ -253,14 +246,3 @@ async def _call(request: web.Request, handler: Any, route: Route | None,
             response.del_cookie(COOKIE, path="/")
     return response
 
-
-async def _add_lock_state(request: web.Request, route: Route, data: dict[str, Any]) -> None:
-    """Machine JSON carries its lock (None when unlocked): locks are their own documents."""
-    store = ctx_of(request).store
-    if route.path == "/api/machines/{id}" and "id" in data:
-        data["lock"] = await lock_of(store, str(data["id"]))
-    elif route.path == "/api/machines" and isinstance(data.get("items"), list):
-        locks = await all_locks(store)
-        for item in data["items"]:
-            if isinstance(item, dict):
-                item["lock"] = locks.get(str(item.get("id")))

@@ -13,24 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from dragonfly.api.router import Route
-from dragonfly.auth.guard import ACTION_ROUTE
+from dragonfly.domain.model import ACTION_ACCESS
+from dragonfly.http.router import Route
 
 ROLE_RANK = {"anonymous": 0, "viewer": 1, "user": 2, "admin": 3}
 ACCESS_RANK = {"public": 0, "read": 1, "user": 2, "admin": 3}
 FRONT_PAGES = ("open", "login", "admin")
 
-# Lifecycle actions and the least role each needs (the action route declares the floor; this
-# only ever tightens it). Users adopt new machines; anything that rewrites a disk or takes a
-# machine in or out of service is for admins.
-ACTION_ACCESS: dict[str, str] = {
-    "adopt": "user",
-    "deploy": "admin",
-    "reimage": "admin",
-    "release": "admin",
-    "maintenance": "admin",
-    "resume": "admin",
-}
+# Lifecycle actions and the least role each needs come from the lifecycle table
+# (``ACTION_ACCESS``): the action route declares the floor; this only ever tightens it.
 
 # Routes a token may not call: they act on the person's own account or mint credentials, which
 # needs an interactive sign-in (a leaked token must not outlive itself or take over an account).
@@ -117,9 +108,9 @@ class Denial:
 
 def effective_access(route: Route | None, access: str, request: web.Request) -> str:
     """The declared access, tightened for parameterised routes (the lifecycle actions)."""
-    if route is not None and route.path == ACTION_ROUTE:
-        wanted = ACTION_ACCESS.get(request.match_info.get("action", ""), "admin")
-        if ACCESS_RANK[wanted] > ACCESS_RANK.get(access, 0):
+    if route is not None and route.access_for is not None:
+        wanted = route.access_for(request)
+        if ACCESS_RANK.get(wanted, 99) > ACCESS_RANK.get(access, 0):
             return wanted
     return access
 

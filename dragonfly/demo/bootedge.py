@@ -9,7 +9,10 @@ malformed packet or abandoned transfer). Deterministic for a given clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from dragonfly.errors import Unavailable
 
 INTERFACE = "eth0"
 ADDRESS = "192.168.1.2"
@@ -71,3 +74,7 @@ class DemoBootEdge:
             "discovery": {"dir": "/var/lib/dragonfly/discovery", "ready": True, "missing": [],
                           "how_to_obtain": "", "loaders_missing": []},
         }
+
+    async def loader(self, name: str, peer: str, fetching: bool) -> Path | bytes:
+        """The demo serves no loaders: there is nothing to boot from."""
+        raise Unavailable("the boot services are not running on this instance")

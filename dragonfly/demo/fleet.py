@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from dragonfly.model import Machine, State, new_id
+from dragonfly.domain.model import Machine, State, new_id
 
 
 @dataclass(frozen=True)

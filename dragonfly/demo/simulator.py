@@ -23,10 +23,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from dragonfly import catalog
 from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.auth import guard
-from dragonfly.bootlog import BootLog
+from dragonfly.boot.log import BootLog
 from dragonfly.demo.bootedge import DemoBootEdge
 from dragonfly.demo.fleet import (
     FAILURES,
@@ -36,10 +35,11 @@ from dragonfly.demo.fleet import (
     START_STATES,
     make_machine,
 )
+from dragonfly.domain import catalog
+from dragonfly.domain.fleet import WORKFLOW, Fleet
+from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
+from dragonfly.domain.naming import memorable_name
 from dragonfly.errors import Conflict, NotFound
-from dragonfly.fleet import WORKFLOW, Fleet
-from dragonfly.model import Machine, State, Workflow, WorkflowState
-from dragonfly.naming import memorable_name
 from dragonfly.store import Delete
 
 log = logging.getLogger(__name__)

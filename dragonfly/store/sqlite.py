@@ -27,10 +27,13 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | Path = ":memory:", readers: int = 2) -> None:
+    def __init__(self, path: str | Path = ":memory:", readers: int = 2, *,
+                 readonly: bool = False) -> None:
         super().__init__()
         self.path = str(path)
         self.memory = self.path == ":memory:"
+        # Read-only: no file is created, nothing migrated or written (``dragonfly status``).
+        self.readonly = readonly and not self.memory
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dragonfly-sqlite-w")
         self._readers = (
             self._writer if self.memory
@@ -48,6 +51,11 @@ class SqliteStore(Store):
         self._version = await self._run(self._writer, self._open_writer)
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+            db.execute("PRAGMA busy_timeout = 5000")
+            return db
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 5000")
         if not self.memory:
@@ -57,6 +65,9 @@ class SqliteStore(Store):
 
     def _open_writer(self) -> int:
         db = self._connect()
+        if self.readonly:
+            self._write_db = db  # never written through: commit() refuses below
+            return current_version(db)
         # Autocommit (isolation_level=None) everywhere else; migrations want ``with db`` blocks.
         db.isolation_level = "DEFERRED"
         migrate(db)
@@ -152,6 +163,8 @@ class SqliteStore(Store):
         db = self._write_db
         if db is None:
             raise RuntimeError("store is not open")
+        if self.readonly:
+            raise RuntimeError("this store was opened read-only")
         changes: builtins.list[Change] = []
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -30,13 +30,15 @@ import pytest
 from aiohttp import web
 
 from dragonfly.agent import routes as agent_routes
-from dragonfly.api.errors import error_middleware
-from dragonfly.app import AppContext
-from dragonfly.app_key import CTX
+from dragonfly.agent.checkin import ResolveName
+from dragonfly.boot.log import BootLog
 from dragonfly.config import Config
-from dragonfly.events import EventHub
-from dragonfly.fleet import Fleet
-from dragonfly.store import SqliteStore
+from dragonfly.context import CTX, AppContext
+from dragonfly.domain.events import EventHub
+from dragonfly.domain.fleet import Fleet
+from dragonfly.edge import routes as edge_routes
+from dragonfly.http.errors import error_middleware
+from dragonfly.store import SqliteStore, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -485,7 +487,7 @@ def lab_cache_dir() -> Path:
 
 def build_script() -> Any:
     """The discovery image builder (`dragonfly discovery build`)."""
-    from dragonfly import discovery_image
+    from dragonfly.boot import discovery_image
 
     return discovery_image
 
@@ -520,12 +522,31 @@ def build_discovery_image() -> DiscoveryImage:
 
 # --- a minimal app serving the agent routes ------------------------------------------------------
 
-def make_context(state_dir: Path, **extras: Any) -> AppContext:
+def make_context(state_dir: Path, *, poll_seconds: int | None = None,
+                 resolve_name: ResolveName | None = None,
+                 bootlog: BootLog | None = None) -> AppContext:
     values = Config.defaults().as_dict()
     values["server.state_dir"] = str(state_dir)
+    if poll_seconds is not None:
+        values["agent.poll_seconds"] = poll_seconds
     store = SqliteStore(":memory:")
-    return AppContext(config=Config(values), store=store, fleet=Fleet(store),
-                      events=EventHub(store), demo=False, extras=dict(extras))
+    ctx = AppContext(config=Config(values), store=store, fleet=Fleet(store),
+                     events=EventHub(store), demo=False, bootlog=bootlog)
+    if resolve_name is not None:
+        ctx.resolve_name = resolve_name
+    return ctx
+
+
+class RecordingBootLog(BootLog):
+    """The boot doctor, also keeping every (mac, step) it is told, in order."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.seen: list[tuple[str, str]] = []
+
+    def record(self, mac: str, step: str, detail: dict[str, Any] | None = None) -> None:
+        self.seen.append((mac, step))
+        super().record(mac, step, detail)
 
 
 def agent_app(ctx: AppContext) -> web.Application:
@@ -533,7 +554,7 @@ def agent_app(ctx: AppContext) -> web.Application:
     and fleet opened and closed with the app (what ``create_app`` does, minus the panel)."""
     app = web.Application(middlewares=[error_middleware])
     app[CTX] = ctx
-    for route in agent_routes.api.routes:
+    for route in [*agent_routes.api.routes, *edge_routes.api.routes]:
         app.router.add_route(route.method, route.path, route.handler)
 
     async def lifecycle(app: web.Application) -> Any:

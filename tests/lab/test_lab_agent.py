@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 
 from dragonfly.agent.checkin import AgentCommands
-from dragonfly.app import AppContext
-from dragonfly.model import Machine, State
-from dragonfly.naming import machine_name
+from dragonfly.context import AppContext
+from dragonfly.domain.model import Machine, State
+from dragonfly.domain.naming import machine_name
 from tests.lab.conftest import LabServer
 from tests.lab.harness import (
     IPXE_LKRN,
@@ -32,6 +32,7 @@ from tests.lab.harness import (
     LabNet,
     Proc,
     QemuFactory,
+    RecordingBootLog,
     agent_app,
     make_context,
     netns_reverse_lookup,
@@ -71,8 +72,7 @@ def lab_context(tmp_path: Path, net: LabNet, image: DiscoveryImage) -> AppContex
     async def resolve(ip: str | None, mac: str) -> str:
         return await machine_name(ip, mac, 2.0, lookup)
 
-    ctx = make_context(tmp_path / "state", **{"agent.poll_seconds": 2,
-                                             "agent.resolve_name": resolve})
+    ctx = make_context(tmp_path / "state", poll_seconds=2, resolve_name=resolve)
     image.install(tmp_path / "state")
     return ctx
 
@@ -129,7 +129,7 @@ async def test_agent_checks_in_from_a_vm(
         if time.monotonic() > deadline:
             pytest.fail(f"no heartbeat within 30 s\n{guest.diagnostics()}")
         await asyncio.sleep(0.5)
-    commands = ctx.extras["agent.commands"]
+    commands = ctx.commands
     assert isinstance(commands, AgentCommands)
     commands.queue(machine.id, "poweroff")
     assert await wait_for_exit(guest, 30) == 0  # -no-reboot: QEMU ends when the guest does
@@ -151,8 +151,8 @@ async def test_ipxe_follows_the_per_mac_script(
     mac = "52:54:00:d1:5c:02"
     site_dhcp(dns=True)  # no record for this guest: the PTR lookup gets NXDOMAIN
     ctx = lab_context(tmp_path, lab_net, discovery_image)
-    seen: list[tuple[str, str]] = []
-    ctx.extras["boot.observer"] = lambda m, step, detail: seen.append((m, step))
+    ctx.bootlog = bootlog = RecordingBootLog(ctx.store)
+    seen = bootlog.seen
     server = await lab_server(agent_app(ctx))
     script = f"dhcp && chain {server.url}/boot/${{mac}}.ipxe"
     guest = qemu.start("vm2", mac, kernel=IPXE_LKRN, append=script, disk_bytes=1 << 30,
@@ -189,7 +189,7 @@ async def test_agent_reports_the_bmc_address(
     assert machine.bmc == {"ip": "10.99.7.42", "interface": "ipmi0",
                            "mac": "52:54:00:be:ef:03", "ip_source": "dhcp"}, \
         guest.diagnostics()
-    commands = ctx.extras["agent.commands"]
+    commands = ctx.commands
     assert isinstance(commands, AgentCommands)
     commands.queue(machine.id, "poweroff")
     assert await wait_for_exit(guest, 30) == 0

@@ -179,7 +179,7 @@ def test_full_dhcp_mode_without_a_site_server(serve: Callable[..., Server],
 
 def test_no_bundled_loader_missing() -> None:
     """The lab tests need the bundled loaders: `scripts/test` builds them into ipxe/loaders."""
-    from dragonfly.loaders import Loaders
+    from dragonfly.boot.loaders import Loaders
 
     missing = set(Loaders(None).missing())
     assert not missing - {"snp.efi"}, (

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from dragonfly.boot import BootRegistry  # noqa: E402
-from dragonfly.dhcp import DhcpConflict, DhcpService, FullModeSettings  # noqa: E402
+from dragonfly.edge.dhcp import DhcpConflict, DhcpService, FullModeSettings  # noqa: E402
 from dragonfly.store import SqliteStore  # noqa: E402
 
 SCRIPT = "#!ipxe\necho DRAGONFLY-SCRIPT-OK ${net0/mac}\n"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from dragonfly.dhcp.leases import LEASE_KIND
+from dragonfly.edge.dhcp.leases import LEASE_KIND
 from dragonfly.store import SqliteStore
 from tests.lab.harness import (
     Guest,

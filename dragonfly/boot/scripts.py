@@ -1,0 +1,38 @@
+"""The per-MAC iPXE script: the one decision of what a booting machine runs next."""
+
+from __future__ import annotations
+
+from dragonfly.domain.model import LOCALBOOT_IN, Machine
+
+KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 panic=30"
+
+
+def discovery_script(mac: str, base: str) -> str:
+    q = f"?mac={mac}"
+    return (
+        "#!ipxe\n"
+        f"echo Dragonfly: {mac} boots the discovery environment\n"
+        f"kernel {base}/boot/discovery/vmlinuz{q} initrd=initrd.img "
+        f"dragonfly.url={base} dragonfly.mac={mac} {KERNEL_ARGS}\n"
+        f"initrd --name initrd.img {base}/boot/discovery/initrd.img{q}\n"
+        "boot\n"
+    )
+
+
+def local_boot_script(machine: Machine) -> str:
+    # UEFI: leave iPXE so the firmware tries its next boot entry (the installed OS).
+    # BIOS: boot the first hard disk directly; if that fails, leave to the next device.
+    return (
+        "#!ipxe\n"
+        f"echo Dragonfly: {machine.name} is {machine.state.value}; booting the local disk\n"
+        "iseq ${platform} efi && exit ||\n"
+        "sanboot --no-describe --drive 0x80 || exit\n"
+    )
+
+
+def ipxe_script(machine: Machine | None, mac: str, base: str) -> str:
+    """The decision per MAC. Unknown and discovered machines (and any not yet running an OS)
+    boot discovery; deploying and installed ones boot their disk. Later: install, utilities."""
+    if machine is not None and machine.state in LOCALBOOT_IN:
+        return local_boot_script(machine)
+    return discovery_script(mac, base)

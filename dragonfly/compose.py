@@ -1,0 +1,65 @@
+"""Composition: which services make up the installed server and which the demo.
+
+The server runs the store on disk, the boot edge (DHCP, TFTP) and the boot doctor; the demo is
+the same application over an in-memory store with a simulated fleet and boot edge. Everything
+a handler needs is a typed field of ``AppContext``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dragonfly.boot.discovery import discovery_status
+from dragonfly.boot.log import BootLog
+from dragonfly.config import UNBUILT_MODES, Config
+from dragonfly.context import AppContext
+from dragonfly.domain.events import EventHub
+from dragonfly.domain.fleet import Fleet
+from dragonfly.edge.service import BootEdge
+from dragonfly.store import SqliteStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppContext:
+    """``pinned``: settings given as command-line flags, which stored settings cannot override."""
+    store = open_store(config.state_dir)
+    fleet = Fleet(store)
+    bootlog = BootLog(store)
+    edge = BootEdge(config, store, fleet, bootlog, pinned)
+    return AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
+                      demo=False, services=[bootlog, edge], bootlog=bootlog, edge=edge)
+
+
+def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
+    from dragonfly.demo.simulator import Simulator
+
+    config = Config.defaults()
+    store = SqliteStore(":memory:")
+    fleet = Fleet(store)
+    bootlog = BootLog(store)
+    ctx = AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
+                     demo=True, bootlog=bootlog)
+    simulator = Simulator(fleet, seed=seed, tick=tick, bootlog=bootlog, commands=ctx.commands)
+    ctx.services = [simulator, bootlog]
+    ctx.runner = simulator
+    ctx.edge = simulator.boot_edge
+    return ctx
+
+
+def readiness_report(ctx: AppContext) -> str:
+    """What `dragonfly serve` says at start: loaders and the discovery environment."""
+    lines = []
+    if isinstance(ctx.edge, BootEdge):
+        lines = ["Boot loaders:"] + [f"  {line}" for line in ctx.edge.loaders.describe()]
+    discovery = discovery_status(ctx.config)
+    if discovery["ready"]:
+        lines.append(f"Discovery environment: ready in {discovery['dir']}")
+    else:
+        lines.append(f"Discovery environment: MISSING {', '.join(discovery['missing'])}")
+        lines += [f"  {line}" for line in str(discovery["how_to_obtain"]).splitlines()]
+    if ctx.config["server.mode"] in UNBUILT_MODES:
+        lines.append(f"Mode: {ctx.config['server.mode']} is not built yet; machines are "
+                     "provisioned as in native mode")
+    return "\n".join(lines) + "\n"

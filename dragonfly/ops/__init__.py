@@ -1,0 +1,2 @@
+"""Operating the appliance from the command line: install, uninstall, status, and the
+Tinkerbell cluster check."""

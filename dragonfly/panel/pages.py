@@ -1,0 +1,260 @@
+"""The panel's pages: dashboard, machines, one machine, tags, docs, and the static assets
+they load. Each renders its first screenful on the server and hands its script the data it
+needs as JSON (``page_data``)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+
+from dragonfly.agent.checkin import agent_status
+from dragonfly.auth.guard import all_locks, lock_of
+from dragonfly.boot.log import EXPECTATIONS
+from dragonfly.commands import build_parser
+from dragonfly.config import SETTINGS
+from dragonfly.context import ctx_of
+from dragonfly.domain import catalog
+from dragonfly.domain.fleet import SORT_KEYS, summary
+from dragonfly.domain.model import (
+    DESTRUCTIVE_ACTIONS,
+    LOCALBOOT_IN,
+    OPERATOR_ACTIONS,
+    TRANSITIONS,
+    State,
+    allowed_transitions,
+)
+from dragonfly.edge.routes import boot_edge_status, machine_timelines, recent_boots
+from dragonfly.errors import NotFound
+from dragonfly.panel.render import DOC_PAGES, render
+from dragonfly.resources import static_assets
+
+# Actions whose confirmation asks the operator to type the machine's name (they wipe a disk
+# that holds an installed OS).
+TYPE_TO_CONFIRM = ("reimage", "release")
+# Actions that safety mode and node locks refuse (the API answers 423): their buttons are
+# shown disabled, with the reason, while either is on.
+GUARDED_ACTIONS = tuple(a for a in OPERATOR_ACTIONS if a in DESTRUCTIVE_ACTIONS)
+# What an admin can tell a machine's discovery agent (POST /api/machines/{id}/agent/commands):
+# (command, button label, sprite icon, tooltip). Power actions: guarded like the ones above.
+AGENT_COMMANDS = (
+    ("reboot", "Reboot", "refresh", "Tell the discovery agent to reboot this machine"),
+    ("poweroff", "Power off", "power", "Tell the discovery agent to power this machine off"),
+    ("localboot", "Boot disk", "disk",
+     "Tell the discovery agent to reboot this machine so it boots its local disk"),
+)
+# States whose machines boot their own disk: no agent there, so no agent buttons.
+NO_AGENT_STATES = tuple(s.value for s in LOCALBOOT_IN)
+
+# How long the boot doctor waits after each step before it diagnoses a stall, so a page can ask
+# again when a diagnosis may have appeared (the store is not written when only time passes).
+# DHCP discovers without an offer are diagnosed after 10 s, counted from the first discover.
+BOOT_EXPECT: dict[str, float] = {"dhcp_discover": 10.0,
+                                 **{e.after: e.within for e in EXPECTATIONS}}
+BOOT_ROWS = 8  # the dashboard's Boot activity card
+PAGE_SIZE = 100
+
+def transitions_data() -> list[dict[str, Any]]:
+    """The lifecycle table for the script, which derives a machine's buttons from its state.
+    A list, in the table's order: the page's JSON is written with sorted keys."""
+    return [{"name": t.name, "from": sorted(s.value for s in t.sources), "to": t.target.value,
+             "destructive": t.destructive, "help": t.help}
+            for t in TRANSITIONS.values() if t.name in OPERATOR_ACTIONS]
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    fleet = ctx.fleet
+    stats = fleet.stats()
+    names: dict[str, str] = {}
+    for wf in stats["active_workflows"]:
+        try:
+            names[wf["machine_id"]] = fleet.get_machine(wf["machine_id"]).name
+        except NotFound:
+            names[wf["machine_id"]] = wf["machine_id"]
+    locks = await all_locks(ctx.store)
+    boots = recent_boots(ctx.bootlog, fleet, BOOT_ROWS) if ctx.bootlog is not None else []
+    edge = await boot_edge_status(ctx)
+    return render(request, "dashboard.html", stats=stats, names=names, locks=locks,
+                  boot_enabled=ctx.bootlog is not None, boot_edge=edge,
+                  page_data={"page": "dashboard", "names": names, "locks": locks,
+                             "boot_edge": edge,
+                             "boot": boots, "boot_enabled": ctx.bootlog is not None,
+                             "boot_rows": BOOT_ROWS, "boot_expect": BOOT_EXPECT,
+                             "now": time.time()},
+                  page_title="Dashboard · Dragonfly")
+
+def _choice(value: str, allowed: list[str] | tuple[str, ...], default: str) -> str:
+    """A query value if it is one we know; a shared URL with a typo still renders a page."""
+    return value if value in allowed else default
+
+
+async def machines_page(request: web.Request) -> web.Response:
+    fleet = ctx_of(request).fleet
+    q = request.query
+    query = {"q": q.get("q", "")[:200],
+             "state": _choice(q.get("state", ""), [s.value for s in State], ""),
+             "tag": q.get("tag", "")[:64],
+             "sort": _choice(q.get("sort", "name"), list(SORT_KEYS), "name"),
+             "order": _choice(q.get("order", "asc"), ("asc", "desc"), "asc")}
+    page = fleet.list_machines(q=query["q"], state=query["state"], tag=query["tag"],
+                               sort=query["sort"], order=query["order"], limit=PAGE_SIZE)
+    locks = await all_locks(ctx_of(request).store)
+    rows = [{**summary(m), "lock": locks.get(m.id)} for m in page.items]  # as the API's rows
+    return render(request, "machines.html", machines=rows,
+                  total=page.total, state_counts=page.states, tags=fleet.tag_counts(),
+                  query=query, page_size=PAGE_SIZE,
+                  page_data={"page": "machines", "query": query, "total": page.total,
+                             "page_size": PAGE_SIZE, "locks": locks},
+                  page_title="Machines · Dragonfly")
+
+
+async def machine_page(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    fleet = ctx.fleet
+    try:
+        machine = fleet.get_machine(request.match_info["id"])
+    except NotFound:
+        return render(request, "not_found.html", status=404,
+                      what=f"machine {request.match_info['id']}", page_title="Not found")
+    workflows = [w.to_dict() for w in await fleet.list_workflows(machine.id, limit=20)]
+    current = next((w for w in workflows if w["id"] == machine.workflow_id), None)
+    history = [h.to_dict() for h in await fleet.history(machine.id, limit=100)]
+    data = machine.to_dict()
+    actions = [a for a in allowed_transitions(machine.state) if a in OPERATOR_ACTIONS]
+    lock = await lock_of(ctx.store, machine.id)
+    boot_macs = list(dict.fromkeys([machine.mac, *machine.macs]))
+    agent = agent_status(machine, ctx.commands, fleet.clock(), ctx.poll_seconds)
+    return render(request, "machine.html", machine=data, actions=actions,
+                  workflow=current, workflows=[w for w in workflows if w is not current],
+                  history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
+                  type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=GUARDED_ACTIONS,
+                  boot_enabled=ctx.bootlog is not None, boot_macs=boot_macs,
+                  agent=agent, agent_commands=AGENT_COMMANDS, no_agent_states=NO_AGENT_STATES,
+                  page_data={"page": "machine", "machine": summary(machine),
+                             "agent": agent, "no_agent_states": list(NO_AGENT_STATES),
+                             "agent_commands": {c: {"label": label, "help": help_}
+                                                for c, label, _, help_ in AGENT_COMMANDS},
+                             "transitions": transitions_data(),
+                             "type_to_confirm": list(TYPE_TO_CONFIRM),
+                             "workflow": current, "lock": lock,
+                             "boot": ([] if ctx.bootlog is None
+                                      else machine_timelines(ctx.bootlog, machine)),
+                             "boot_enabled": ctx.bootlog is not None, "boot_macs": boot_macs,
+                             "boot_expect": BOOT_EXPECT, "now": time.time()},
+                  page_title=f"{machine.name} · Dragonfly")
+
+
+async def tags_page(request: web.Request) -> web.Response:
+    return render(request, "tags.html", tags=ctx_of(request).fleet.tag_counts(),
+                  page_data={"page": "tags"}, page_title="Tags · Dragonfly")
+
+
+@cache
+def cli_reference() -> dict[str, Any]:
+    """The command line as the parser defines it: the docs page is generated, never typed."""
+    parser = build_parser()
+    return {"options": _cli_options(parser), "commands": _cli_commands(parser, "dragonfly")}
+
+
+def cli_commands() -> frozenset[str]:
+    """The subcommands this build accepts, so the docs mark the others 'coming'."""
+    return frozenset(c["name"].split()[-1] for c in cli_reference()["commands"])
+
+
+def _cli_options(parser: argparse.ArgumentParser) -> list[dict[str, str]]:
+    options = []
+    for action in parser._actions:  # argparse has no public view of its arguments
+        if (isinstance(action, (argparse._SubParsersAction, argparse._HelpAction))
+                or action.help == argparse.SUPPRESS):
+            continue
+        if action.nargs == 0:
+            value = ""
+        elif action.choices:
+            value = "{" + "|".join(str(c) for c in action.choices) + "}"
+        else:
+            long = max(action.option_strings, key=len) if action.option_strings else action.dest
+            value = str(action.metavar or long.lstrip("-").replace("-", "_")).upper()
+        help_text = action.help or ""
+        if "%(" in help_text:
+            try:
+                help_text = help_text % {"default": action.default, "prog": parser.prog}
+            except (KeyError, ValueError, TypeError):
+                pass
+        if not action.option_strings:  # a positional: its name, with any choices in words
+            if action.choices:
+                help_text += (" " if help_text else "") + "One of: " + ", ".join(
+                    str(c) for c in action.choices) + "."
+            value = str(action.metavar or action.dest).upper()
+            options.append({"flags": value, "value": "", "help": help_text})
+            continue
+        options.append({"flags": ", ".join(action.option_strings), "value": value,
+                        "help": help_text})
+    return options
+
+
+def _cli_commands(parser: argparse.ArgumentParser, prefix: str) -> list[dict[str, Any]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            return [{"name": f"{prefix} {name}",
+                     "help": helps.get(name) or sub.description or "",
+                     "options": _cli_options(sub),
+                     "commands": _cli_commands(sub, f"{prefix} {name}")}
+                    for name, sub in action.choices.items()]
+    return []
+
+
+def features(request: web.Request) -> dict[str, bool]:
+    """Which parts of the product this build has, for docs that stay true as they land."""
+    routes = ctx_of(request).router.routes
+    return {
+        "install": "install" in cli_commands(),
+        "accounts": any(r.path.startswith("/api/auth/") for r in routes),
+        "boot": any(res.canonical.startswith("/boot/")
+                    for res in request.app.router.resources()),
+    }
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    page = request.match_info.get("page", "index")
+    if page not in DOC_PAGES:
+        return render(request, "not_found.html", status=404, what=f"docs page {page}",
+                      page_title="Not found")
+    return render(request, f"docs/{page}.html", doc_page=page,
+                  settings=SETTINGS, transitions=list(TRANSITIONS.values()),
+                  routes=ctx_of(request).router.routes, cli=cli_reference(),
+                  cli_commands=cli_commands(),
+                  has=features(request), page_data={"page": "docs"},
+                  page_title=f"{DOC_PAGES[page]} · Docs · Dragonfly")
+
+
+async def not_found_page(request: web.Request) -> web.Response:
+    """The 404 page for any unknown page URL (see ``friendly_not_found``)."""
+    return render(request, "not_found.html", status=404, what=request.path,
+                  page_title="Not found")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    asset = static_assets().get(request.match_info["name"])
+    if asset is None:
+        raise web.HTTPNotFound(text="no such asset")
+    etag = f'"{asset.etag}"'
+    cache = ("public, max-age=31536000, immutable" if request.query.get("v") == asset.etag
+             else "no-cache")
+    if etag in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cache})
+    return web.Response(body=asset.body, headers={
+        "Content-Type": asset.content_type, "ETag": etag, "Cache-Control": cache,
+        "X-Content-Type-Options": "nosniff"})
+
+
+def _etags(header: str) -> set[str]:
+    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+
+
+async def favicon(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/static/icons/dragonfly.svg")
