@@ -24,6 +24,7 @@ from dragonfly.edge import routes as edge_routes
 from dragonfly.http.errors import error_middleware
 from dragonfly.http.router import ApiRouter, Route
 from dragonfly.panel import add_panel_routes
+from dragonfly.workflow import routes as workflow_routes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ async def server_timing(request: web.Request, handler: Any) -> web.StreamRespons
 def build_api_router() -> ApiRouter:
     """Every declared route but access control's (``install_auth`` adds those)."""
     router = ApiRouter()
-    for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes):
+    for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes,
+                   workflow_routes):
         router.extend(module.api)
     return router
 

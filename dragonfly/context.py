@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from dragonfly.images import ImageStore
     from dragonfly.power import PowerControl
     from dragonfly.store import Store
+    from dragonfly.workflow.engine import DeploymentEngine
 
 
 class Service(Protocol):
@@ -48,7 +49,8 @@ class WorkflowRunner(Protocol):
     """Executes deployments. The demo has a simulated one; the agent engine is another."""
 
     async def start_deployment(self, machine: Machine, action: str, template: str,
-                               actor: str) -> Workflow: ...
+                               actor: str, options: dict[str, Any] | None = None
+                               ) -> Workflow: ...
 
 
 class BootEdgeView(Protocol):
@@ -74,6 +76,7 @@ class AppContext:
     demo: bool
     services: list[Service] = field(default_factory=list)
     runner: WorkflowRunner | None = None
+    deployments: DeploymentEngine | None = None  # the native engine (also the runner)
     bootlog: BootLog | None = None  # the boot doctor; None where nothing boots
     edge: BootEdgeView | None = None  # DHCP and TFTP; None where there are none
     auth: AuthService | None = None  # create_app makes one when the composition gave none

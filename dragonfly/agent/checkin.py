@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dragonfly.domain.fleet import Fleet
-from dragonfly.domain.model import LOCALBOOT_IN, HistoryEvent, Machine, State, new_id
+from dragonfly.domain.model import (
+    LOCALBOOT_IN,
+    HistoryEvent,
+    Machine,
+    State,
+    Workflow,
+    boots_own_disk,
+    new_id,
+)
 from dragonfly.errors import InvalidInput, NotFound
 from dragonfly.format import binary_bytes, elapsed
 
@@ -364,7 +372,8 @@ def live_window(poll_seconds: int = POLL_DEFAULT) -> int:
 
 
 def agent_status(machine: Machine, commands: AgentCommands, now: float,
-                 poll_seconds: int = POLL_DEFAULT) -> dict[str, Any]:
+                 poll_seconds: int = POLL_DEFAULT, workflow: Workflow | None = None
+                 ) -> dict[str, Any]:
     """Whether a discovery agent is waiting for orders on ``machine``, from its heartbeats.
 
     Live means: the machine is not in a state that boots its own disk, the agent was not
@@ -376,9 +385,12 @@ def agent_status(machine: Machine, commands: AgentCommands, now: float,
     age = None if last is None else max(0.0, now - last)
     answered = commands.last_answer(machine.id)
     order = commands.order(machine.id)
-    if machine.state in LOCALBOOT_IN:
+    if machine.state in LOCALBOOT_IN and boots_own_disk(machine, workflow):
         reason = (f"{machine.name} is {machine.state.value}: it boots its own disk, where no "
                   "discovery agent runs")
+    elif machine.state in LOCALBOOT_IN:
+        reason = (f"the agent on {machine.name} is deploying it: it takes no other orders "
+                  "until the deployment ends")
     elif answered is not None and answered != "wait":
         reason = (f"the agent on {machine.name} was told to {answered} and has not checked in "
                   "since")
@@ -397,14 +409,26 @@ def agent_status(machine: Machine, commands: AgentCommands, now: float,
 
 
 def answer_for(machine: Machine, poll_seconds: int = POLL_DEFAULT,
-               command: str | None = None) -> dict[str, Any]:
-    """The agent's next step. Flat and compact: the shell agent reads it with sed."""
+               command: str | None = None, workflow: Workflow | None = None
+               ) -> dict[str, Any]:
+    """The agent's next step. Flat and compact: the shell agent reads it with sed.
+
+    A deploying machine whose image is not written yet gets its deployment ("deploy", once the
+    server has the image ready; "wait" until then); see docs/deployment-protocol.md."""
     answer: dict[str, Any] = {"machine_id": machine.id, "name": machine.name,
                               "state": machine.state.value}
+    prepare = workflow.action("prepare-image") if workflow is not None else None
     if command:
         answer["action"] = command
-    elif machine.state in LOCALBOOT_IN:
+    elif machine.state in LOCALBOOT_IN and boots_own_disk(machine, workflow):
         answer["action"] = "localboot"
+    elif workflow is not None and prepare is not None and prepare.get("state") == "succeeded":
+        answer["action"] = "deploy"
+        answer["workflow_id"] = workflow.id
+        answer["poll_seconds"] = clamp_poll(poll_seconds)
+    elif workflow is not None and prepare is not None:
+        answer["action"] = "wait"  # the image is still being fetched and verified
+        answer["poll_seconds"] = min(clamp_poll(poll_seconds), 5)
     else:
         answer["action"] = "wait"
         answer["poll_seconds"] = clamp_poll(poll_seconds)
@@ -530,10 +554,11 @@ async def handle_heartbeat(fleet: Fleet, beat: Heartbeat, client_ip: str | None,
 async def _answer(fleet: Fleet, machine: Machine, poll_seconds: int,
                   commands: AgentCommands | None) -> dict[str, Any]:
     """The agent's next step, handing over (once) a command queued for it."""
+    workflow = fleet.active_workflow_of(machine)
     if commands is None:
-        return answer_for(machine, poll_seconds)
+        return answer_for(machine, poll_seconds, workflow=workflow)
     command = commands.take(machine.id)
-    answer = answer_for(machine, poll_seconds, command)
+    answer = answer_for(machine, poll_seconds, command, workflow)
     commands.answered(machine.id, answer["action"])
     if command:
         await fleet.record(machine.id, "agent", f"Told the agent to {command}",

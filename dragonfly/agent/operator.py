@@ -37,7 +37,9 @@ LABEL = {"reboot": "Reboot", "poweroff": "Power off", "localboot": "Boot from th
 
 
 def _status(ctx: AppContext, machine: Machine) -> tuple[dict[str, Any], AgentCommands]:
-    return agent_status(machine, ctx.commands, ctx.fleet.clock(), ctx.poll_seconds), ctx.commands
+    status = agent_status(machine, ctx.commands, ctx.fleet.clock(), ctx.poll_seconds,
+                          ctx.fleet.active_workflow_of(machine))
+    return status, ctx.commands
 
 
 @api.get("/api/machines/{id}/agent", "Whether a discovery agent is waiting for orders on "

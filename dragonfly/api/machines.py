@@ -179,8 +179,15 @@ def _action_access(request: web.Request) -> str:
           "(users may adopt; the rest is for admins)", "machines", access="user",
           access_for=_action_access, guard=guard_lifecycle_action, params=(
               Param("action", "path", required=True, enum=OPERATOR_ACTIONS),),
-          body={"type": "object", "properties": {"template": {"type": "string"},
-                                                 "reason": {"type": "string"}}})
+          body={"type": "object", "properties": {
+              "template": {"type": "string"}, "reason": {"type": "string"},
+              "options": {"type": "object", "description": "deploy and reimage: hostname, "
+                          "ssh_keys (list), user_data (cloud-config text), disk (/dev path, "
+                          "serial:..., wwn:...), network", "properties": {
+                              "hostname": {"type": "string"},
+                              "ssh_keys": {"type": "array", "items": {"type": "string"}},
+                              "user_data": {"type": "string"}, "disk": {"type": "string"},
+                              "network": {"type": "object"}}}}})
 async def machine_action(request: web.Request) -> dict[str, Any]:
     ctx = ctx_of(request)
     action = request.match_info["action"]
@@ -190,11 +197,15 @@ async def machine_action(request: web.Request) -> dict[str, Any]:
     body = await read_object(request) if request.can_read_body else {}
     machine = ctx.fleet.get_machine(request.match_info["id"])
     if action in ("deploy", "reimage"):
-        tpl = catalog.template(body.get("template"))
+        slug = body.get("template")
+        if not isinstance(slug, str) or not slug:
+            raise InvalidInput("template is required: the slug of an OS template "
+                               "(GET /api/templates)")
         if ctx.runner is None:
-            raise Unavailable("this instance has no deployment engine yet: machines can be "
+            raise Unavailable("this instance has no deployment engine: machines can be "
                               "discovered and tagged, not deployed")
-        await ctx.runner.start_deployment(machine, action, tpl.slug, actor=_actor(request))
+        await ctx.runner.start_deployment(machine, action, slug, actor=_actor(request),
+                                          options=body.get("options"))
         machine = ctx.fleet.get_machine(machine.id)
     else:
         reason = body.get("reason", "")

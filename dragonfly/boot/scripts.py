@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dragonfly.domain.model import LOCALBOOT_IN, Machine
+from dragonfly.domain.model import Machine, Workflow, boots_own_disk
 
 KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 panic=30"
 
@@ -30,9 +30,11 @@ def local_boot_script(machine: Machine) -> str:
     )
 
 
-def ipxe_script(machine: Machine | None, mac: str, base: str) -> str:
+def ipxe_script(machine: Machine | None, workflow: Workflow | None, mac: str, base: str
+                ) -> str:
     """The decision per MAC. Unknown and discovered machines (and any not yet running an OS)
-    boot discovery; deploying and installed ones boot their disk. Later: install, utilities."""
-    if machine is not None and machine.state in LOCALBOOT_IN:
+    boot discovery, where the agent also writes a deployment's image; installed machines, and
+    deploying ones whose image is written, boot their disk (``boots_own_disk``)."""
+    if machine is not None and boots_own_disk(machine, workflow):
         return local_boot_script(machine)
     return discovery_script(mac, base)

@@ -22,6 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.auth import guard
@@ -184,8 +185,8 @@ class Simulator:
     # --- WorkflowRunner -----------------------------------------------------------------------
 
     async def start_deployment(self, machine: Machine, action: str, template: str,
-                               actor: str, engine: str = "native",
-                               head_start: float = 0.0) -> Workflow:
+                               actor: str, options: dict[str, Any] | None = None,
+                               engine: str = "native", head_start: float = 0.0) -> Workflow:
         tpl = catalog.template(template)
         now = self.clock()
         workflow = Workflow(id=self.fleet.new_workflow_id(machine.id), machine_id=machine.id,

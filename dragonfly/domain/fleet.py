@@ -331,6 +331,10 @@ class Fleet:
     def active_workflows(self) -> list[Workflow]:
         return sorted(self._active.values(), key=lambda w: w.created_at)
 
+    def active_workflow_of(self, machine: Machine) -> Workflow | None:
+        """The machine's running workflow, from the mirror (no store read): read-only."""
+        return self._active.get(machine.workflow_id) if machine.workflow_id else None
+
     async def get_workflow(self, workflow_id: str) -> Workflow:
         if workflow_id in self._active:
             return self._active[workflow_id]

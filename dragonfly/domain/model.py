@@ -242,6 +242,17 @@ class Workflow:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    actor: str = ""
+    # Native deployments (the workflow engine): what the operator asked for (hostname, SSH
+    # keys, user-data, disk, network), the image as the store serves it, when the image was
+    # written (from then on the machine's iPXE script boots its disk), when the agent
+    # rebooted into the OS, and what the OS reported when it phoned home.
+    options: dict[str, Any] = field(default_factory=dict)
+    image: dict[str, Any] = field(default_factory=dict)
+    written_at: float | None = None
+    rebooted_at: float | None = None
+    installed: dict[str, Any] = field(default_factory=dict)
+    failed_action: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -257,6 +268,9 @@ class Workflow:
     @property
     def active(self) -> bool:
         return self.state in (WorkflowState.PENDING, WorkflowState.RUNNING)
+
+    def action(self, name: str) -> dict[str, Any] | None:
+        return next((a for a in self.actions if a.get("name") == name), None)
 
 
 _WORKFLOW_FIELDS = set(Workflow.__dataclass_fields__)
@@ -275,3 +289,19 @@ class HistoryEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def boots_own_disk(machine: Machine, workflow: Workflow | None) -> bool:
+    """Whether the machine's next network boot should leave for its own disk.
+
+    Installed machines do. A deploying machine does once its image is written, never before:
+    until then it must come back to discovery, where the agent writes the image; afterwards a
+    machine whose firmware boots the network first must not re-enter the installer. Workflows
+    of other engines (the demo's, Tinkerbell's) boot their own way: the disk, as before."""
+    if machine.state is State.INSTALLED:
+        return True
+    if machine.state is not State.DEPLOYING:
+        return False
+    if workflow is None or not workflow.active or workflow.action("prepare-image") is None:
+        return True  # not the agent's deployment (the demo's, Tinkerbell's): the disk
+    return workflow.written_at is not None

@@ -149,7 +149,8 @@ async def boot_script(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     mac = checkin.parse_mac(request.match_info["mac"], "the MAC in the URL")
     machine = ctx.fleet.find_machine([mac])
-    script = ipxe_script(machine, mac, base_url(request, ctx.config))
+    workflow = ctx.fleet.active_workflow_of(machine) if machine is not None else None
+    script = ipxe_script(machine, workflow, mac, base_url(request, ctx.config))
     _record(ctx, mac, "ipxe_script", {"machine_id": machine.id if machine else None,
                                       "state": machine.state.value if machine else None,
                                       "ip": request.remote})

@@ -127,7 +127,8 @@ async def machine_page(request: web.Request) -> web.Response:
     actions = [a for a in allowed_transitions(machine.state) if a in OPERATOR_ACTIONS]
     lock = await lock_of(ctx.store, machine.id)
     boot_macs = list(dict.fromkeys([machine.mac, *machine.macs]))
-    agent = agent_status(machine, ctx.commands, fleet.clock(), ctx.poll_seconds)
+    agent = agent_status(machine, ctx.commands, fleet.clock(), ctx.poll_seconds,
+                         fleet.active_workflow_of(machine))
     return render(request, "machine.html", machine=data, actions=actions,
                   workflow=current, workflows=[w for w in workflows if w is not current],
                   history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
