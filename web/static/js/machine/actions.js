@@ -5,8 +5,8 @@ import { api } from "../api.js";
 import { APP } from "../data.js";
 import { modal } from "../dialogs.js";
 import { $, h } from "../dom.js";
-import { fmt } from "../fmt.js";
 import { showError, toast } from "../toast.js";
+import { deployDialog } from "./deploy.js";
 import { refused } from "./guards.js";
 
 const SAID = {
@@ -20,32 +20,13 @@ const SAID = {
 
 /** `applyMachine` draws the machine the API answered with. */
 export function initActions(ctx, applyMachine) {
-  let templates = null;
-  const templateField = async (label) => {
-    if (!templates) templates = await api("GET", "/api/templates");
-    const select = h("select", { id: "action-template", name: "template", required: true },
-      templates.map((t) => h("option", { value: t.slug }, `${t.name} · ${fmt.bytes(t.image_bytes)}`)));
-    if (ctx.machine.os && templates.some((t) => t.slug === ctx.machine.os)) select.value = ctx.machine.os;
-    return h("div", { class: "field" }, h("label", { for: "action-template" }, label), select);
-  };
-
   const post = (action, body = {}) => api("POST", `/api/machines/${encodeURIComponent(ctx.id)}/actions/${action}`, body);
 
   /** The confirmation dialog of `action`, or the API call itself when it needs none. */
   const confirmAndRun = async (action, name) => {
     const t = ctx.transitions[action] || {};
     const requireText = ctx.typeToConfirm.has(action) ? name : "";
-    if (action === "deploy" || action === "reimage") {
-      const field = await templateField(action === "deploy" ? "OS template" : "OS template to install");
-      return modal({
-        title: action === "deploy" ? `Deploy ${name}` : `Reimage ${name}`,
-        iconName: APP.actions[action], danger: true,
-        confirmLabel: action === "deploy" ? "Deploy" : "Wipe and reimage", requireText,
-        body: [h("p", {}, action === "deploy" ? "Installs the chosen OS. Everything on this machine's disks will be overwritten."
-          : "Wipes this machine's disks and installs the chosen OS again. Its current OS and data are lost."), field],
-        onConfirm: (form) => post(action, { template: form.elements.template.value }),
-      });
-    }
+    if (action === "deploy" || action === "reimage") return deployDialog(ctx, action, requireText, post);
     if (action === "release") {
       return modal({
         title: `Release ${name}`, iconName: APP.actions[action], danger: true, confirmLabel: "Release", requireText,

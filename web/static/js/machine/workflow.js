@@ -4,12 +4,27 @@
 import { api } from "../api.js";
 import { progressBar, setProgress, when } from "../components.js";
 import { templateName } from "../data.js";
+import { modal } from "../dialogs.js";
 import { $, $$, byData, h, icon, setText } from "../dom.js";
 import { fmt } from "../fmt.js";
 import { showError } from "../toast.js";
 
 const stepIcon = (state) => ({ succeeded: icon("check-circle"), failed: icon("x-circle"), running: icon("spinner", "spin") }[state] || icon("circle-dashed"));
 const stepState = (a) => (a.state === "running" ? `running · ${Math.round(a.progress)}%` : a.state);
+/** How long a step took (or has been running), for the per-action timeline. */
+const stepTime = (a) => {
+  if (!a.started_at) return "";
+  const end = a.finished_at || (a.state === "running" ? Date.now() / 1000 : null);
+  return end ? fmt.eta(Math.max(0, end - a.started_at)) : "";
+};
+/** What a step says: its message, and for a stream its bytes and rate. */
+const stepNote = (a) => {
+  const parts = [];
+  if (a.bytes_total && (a.state === "running" || a.bytes_done)) parts.push(`${fmt.bytes(a.bytes_done)} of ${fmt.bytes(a.bytes_total)}`);
+  if (a.state === "running" && a.rate) parts.push(`${fmt.bytes(a.rate)}/s`);
+  if (a.message) parts.push(a.message);
+  return parts.join(" · ");
+};
 
 const buildWorkflow = (wf) => h("div", {},
   h("div", { class: "wf-overall" },
@@ -20,19 +35,32 @@ const buildWorkflow = (wf) => h("div", {},
     h("div", { class: "wf-line muted small" },
       h("span", { "data-field": "bytes" }, ""), h("span", { "data-field": "eta" }, ""))),
   h("div", { class: "wf-error", "data-field": "error", hidden: true }, icon("x-circle"), h("p", {})),
+  h("div", { class: "wf-installed", "data-field": "installed", hidden: true }),
   h("ol", { class: "steps-timeline", "data-field": "steps" }, wf.actions.map((a, i) =>
     h("li", { class: `step step-${a.state}`, "data-step": i },
       h("span", { class: "step-icon" }, stepIcon(a.state)),
       h("div", { class: "step-body" },
-        h("div", { class: "step-head" }, h("span", { class: "step-name" }, a.name), h("span", { class: "step-state" }, stepState(a))),
-        a.image ? h("div", { class: "step-image mono faint" }, a.image) : null)))));
+        h("div", { class: "step-head" }, h("span", { class: "step-name" }, a.label || a.name),
+          h("span", { class: "step-state" }, stepState(a)), h("span", { class: "step-time num muted small" }, stepTime(a))),
+        h("div", { class: "step-note muted small" }, stepNote(a)),
+        a.image ? h("div", { class: "step-image mono faint" }, a.image) : null,
+        h("details", { class: "step-log", hidden: !a.log }, h("summary", { class: "small" }, "Agent log"),
+          h("pre", { class: "mono small" }, a.log || "")))))),
+  h("div", { class: "wf-tools", "data-field": "tools", hidden: true },
+    h("button", { type: "button", class: "btn btn-ghost", "data-abort": "" }, icon("x-circle"), "Abort deployment")));
+
+/** The host keys and name the installed OS reported when it phoned home. */
+const installedFacts = (installed) => h("dl", { class: "facts small" },
+  h("div", {}, h("dt", {}, "Phoned home as"), h("dd", { class: "mono" }, installed.fqdn || installed.hostname || "—")),
+  ...Object.entries(installed.host_keys || {}).map(([kind, key]) =>
+    h("div", {}, h("dt", {}, kind.replace("pub_key_", "").toUpperCase()), h("dd", { class: "mono faint" }, key))));
 
 /** Draw `wf` into the Deployment card, in place when it is the one already shown. */
 const renderWorkflow = (wf) => {
   const box = $("#workflow");
   const summary = $('[data-field="wf-summary"]');
   if (!wf) return;
-  if (box.dataset.wf !== wf.id || $$(".step", box).length !== wf.actions.length) {
+  if (box.dataset.wf !== wf.id || $$(".step", box).length !== wf.actions.length || !byData(box, "field", "tools")) {
     box.replaceChildren(...buildWorkflow(wf).childNodes);
     box.dataset.wf = wf.id;
   }
@@ -44,6 +72,11 @@ const renderWorkflow = (wf) => {
   setProgress(box.querySelector(".wf-overall .progress"), wf.progress, wf.state);
   setText(byData(box, "field", "bytes"), `${fmt.bytes(wf.bytes_done)} of ${fmt.bytes(wf.bytes_total)}`);
   setText(byData(box, "field", "eta"), wf.state === "running" ? `ETA ${fmt.eta(wf.eta_seconds)}` : "");
+  const installed = byData(box, "field", "installed");
+  installed.hidden = !(wf.installed && wf.installed.at);
+  if (!installed.hidden) installed.replaceChildren(installedFacts(wf.installed));
+  // Only the engine's deployments (they have a prepare-image step) can be aborted from here.
+  byData(box, "field", "tools").hidden = !(wf.state === "running" && wf.actions.some((a) => a.name === "prepare-image"));
   const error = byData(box, "field", "error");
   error.hidden = !wf.error;
   setText(error.querySelector("p"), wf.error || "");
@@ -56,6 +89,11 @@ const renderWorkflow = (wf) => {
       li.querySelector(".step-icon").replaceChildren(stepIcon(a.state));
     }
     setText(li.querySelector(".step-state"), stepState(a));
+    setText(li.querySelector(".step-time"), stepTime(a));
+    setText(li.querySelector(".step-note"), stepNote(a));
+    const logBox = li.querySelector(".step-log");
+    logBox.hidden = !a.log;
+    setText(logBox.querySelector("pre"), a.log || "");
     let bar = li.querySelector(".progress");
     if (a.state === "running") {
       if (!bar) { bar = progressBar(a.progress, `${a.name} progress`, "running"); li.querySelector(".step-body").append(bar); }
@@ -88,6 +126,16 @@ export function initWorkflow(ctx) {
     ctx.workflow = wf;
     renderWorkflow(wf);
   };
+
+  $("#workflow").addEventListener("click", async (e) => {
+    if (!e.target.closest("[data-abort]") || !ctx.workflow) return;
+    const done = await modal({
+      title: "Abort this deployment", iconName: "x-circle", danger: true, confirmLabel: "Abort",
+      body: [h("p", {}, "The machine becomes Failed with “aborted”; the agent stops at its next step. Deploy again to retry.")],
+      onConfirm: () => api("POST", `/api/workflows/${encodeURIComponent(ctx.workflow.id)}/abort`, {}),
+    });
+    if (done) showWorkflow(done);
+  });
 
   const loadWorkflow = async (workflowId) => {
     try { showWorkflow(await api("GET", `/api/workflows/${encodeURIComponent(workflowId)}`)); } catch (err) { showError(err, "Cannot load the deployment"); }
