@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from dragonfly.auth import guard
+from dragonfly.auth.audit import parse_time
 from dragonfly.auth.middleware import auth_of, caller_of, local_next, page
 from dragonfly.auth.policy import FRONT_PAGES
 from dragonfly.auth.service import DEMO_ROLES
@@ -17,6 +18,7 @@ from dragonfly.auth.tokens import TOKEN_ROLES
 from dragonfly.auth.users import ROLES
 from dragonfly.config import DHCP_MODES, MODES
 from dragonfly.context import ctx_of
+from dragonfly.errors import InvalidInput
 from dragonfly.panel.render import render
 
 
@@ -85,9 +87,6 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 
 @page("admin")
 async def audit_page(request: web.Request) -> web.StreamResponse:
-    from dragonfly.auth.audit import parse_time
-    from dragonfly.errors import InvalidInput
-
     q = request.query
     filters = {k: q.get(k, "")[:200] for k in ("actor", "action", "machine", "outcome",
                                                  "since", "until")}
