@@ -89,6 +89,13 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("GET", "/boot/discovery/vmlinuz"): "agent",
     ("GET", "/boot/discovery/initrd.img"): "agent",
     ("GET", "/boot/loaders/{loader}"): "agent",
+    # deployments: the agent's side and the installed OS's phone-home (boot networks), the
+    # operator's abort (admins)
+    ("GET", "/api/agent/workflows/{id}/next"): "agent",
+    ("POST", "/api/agent/workflows/{id}/actions/{index}"): "agent",
+    ("GET", "/api/agent/workflows/{id}/seed/{name}"): "agent",
+    ("POST", "/api/phone-home/{id}/{token}"): "agent",
+    ("POST", "/api/workflows/{id}/abort"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
@@ -187,8 +194,15 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
         elif name == "id" and path.startswith("/api/machines/"):
             values[name] = [world.doomed_machine if method == "DELETE"
                             and path == "/api/machines/{id}" else world.machine]
-        elif name == "id" and path.startswith("/api/workflows/"):
+        elif name == "id" and path.startswith(("/api/workflows/", "/api/agent/workflows/",
+                                               "/api/phone-home/")):
             values[name] = [world.workflow]
+        elif name == "index":
+            values[name] = ["1"]
+        elif name == "name" and "/seed/" in path:
+            values[name] = ["meta-data"]
+        elif name == "token":
+            values[name] = ["0" * 32]
         elif name == "id" and path.startswith("/api/tokens/"):
             values[name] = [world.token_id]
         elif name == "tag":
