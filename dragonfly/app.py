@@ -23,6 +23,7 @@ from dragonfly.context import CTX, AppContext, Service
 from dragonfly.edge import routes as edge_routes
 from dragonfly.http.errors import error_middleware
 from dragonfly.http.router import ApiRouter, Route
+from dragonfly.images import routes as image_routes
 from dragonfly.panel import add_panel_routes
 from dragonfly.workflow import routes as workflow_routes
 
@@ -43,7 +44,7 @@ def build_api_router() -> ApiRouter:
     """Every declared route but access control's (``install_auth`` adds those)."""
     router = ApiRouter()
     for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes,
-                   workflow_routes):
+                   workflow_routes, image_routes):
         router.extend(module.api)
     return router
 

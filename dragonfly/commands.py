@@ -20,7 +20,7 @@ Command = Callable[[argparse.Namespace, TextIO], int]
 # subcommand's handler as the parser default ``run``. Imported only when the parser is built
 # (``cli`` runs serve, status and version itself).
 COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.ops.install",
-                                     "dragonfly.boot.discovery_image")
+                                     "dragonfly.boot.discovery_image", "dragonfly.images.cli")
 
 
 

@@ -17,6 +17,7 @@ from dragonfly.context import AppContext
 from dragonfly.domain.events import EventHub
 from dragonfly.domain.fleet import Fleet
 from dragonfly.edge.service import BootEdge
+from dragonfly.images import ImageStore
 from dragonfly.store import SqliteStore, open_store
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
     fleet = Fleet(store)
     bootlog = BootLog(store)
     edge = BootEdge(config, store, fleet, bootlog, pinned)
+    images = ImageStore(store, config.state_dir)
     return AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                      demo=False, services=[bootlog, edge], bootlog=bootlog, edge=edge)
+                      demo=False, services=[bootlog, edge, images], bootlog=bootlog,
+                      edge=edge, images=images)
 
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:

@@ -96,6 +96,10 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("GET", "/api/agent/workflows/{id}/seed/{name}"): "agent",
     ("POST", "/api/phone-home/{id}/{token}"): "agent",
     ("POST", "/api/workflows/{id}/abort"): "admin",
+    # the image store: agents fetch images (boot networks); admins remove and re-verify
+    ("GET", "/images/{digest}"): "agent",
+    ("DELETE", "/api/images/{digest}"): "admin",
+    ("POST", "/api/images/{digest}/verify"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
@@ -203,6 +207,8 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = ["meta-data"]
         elif name == "token":
             values[name] = ["0" * 32]
+        elif name == "digest":
+            values[name] = ["0" * 64]
         elif name == "id" and path.startswith("/api/tokens/"):
             values[name] = [world.token_id]
         elif name == "tag":

@@ -92,7 +92,8 @@ def classify(request: web.Request, route: Route | None) -> str:
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/") or request.path.startswith("/boot/")
+    """A declared route (the JSON API, boot files, images) or any /api or /boot path."""
+    return route_of(request) is not None or request.path.startswith(("/api/", "/boot/"))
 
 
 def _cross_site(request: web.Request) -> bool:

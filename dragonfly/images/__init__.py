@@ -1,16 +1,37 @@
-"""The image store (wave 2): OS images downloaded, verified against the vendor's checksum
-file, converted to raw and kept content-addressed under the state dir, then served to agents.
+"""The image store: OS images downloaded once, verified against the vendor's checksum file,
+converted where agents cannot take them as they are, kept content-addressed under
+``<state dir>/images/`` and served to agents with Range and sendfile.
 
-``AppContext.images`` holds the store once it exists; this protocol is the slot's shape.
+What the deployment engine calls (``ctx.images`` is an ``ImageStore``, a Service)::
+
+    image = await ctx.images.ensure(ImageSource(
+        url="https://cloud.debian.org/.../debian-12-genericcloud-amd64.tar.xz",
+        checksum_url="https://cloud.debian.org/.../SHA512SUMS",   # or checksum="sha512:..."
+        template="debian-12"))
+    # -> Image(digest, format ("raw", "gz", "xz", "zst"), size, raw_size, raw_sha256, ...)
+    params = image.stream_params(base_url)  # url, format, size, raw_size, sha256: the
+                                            # stream-image and verify action parameters
+
+``ensure`` raises ``ImageFailed`` (HTTP error, timeout, disk full, qemu-img missing: the
+message is the reason to show) or ``ImageRefused`` (checksum mismatch: deleted, never served).
+Concurrent calls for one URL share one download; its progress is the ``image_download``
+document keyed ``url_key(url)`` (state starting, downloading, verifying, converting,
+preparing, ready, failed or interrupted; bytes_done, bytes_total, rate, reason), rewritten
+about once a second. An image imported offline for the template (``dragonfly image import``)
+is used without any network access. ``release(template)`` forgets a template's use, after
+which ``remove`` may delete the image.
+
+Modules: ``model`` (ImageSource, Image, errors), ``checksums`` (GNU and BSD checksum files),
+``fetch`` (resumable HTTP), ``formats`` (sniffing, decompression, tar, qcow2), ``cache``
+(``ImageStore``), ``routes`` (``api``: ``/images/{digest}`` and ``/api/images``), ``cli``
+(``dragonfly image``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+from dragonfly.images.cache import ImageStore, url_key
+from dragonfly.images.checksums import VendorChecksum
+from dragonfly.images.model import Image, ImageFailed, ImageRefused, ImageSource
 
-
-class ImageStore(Protocol):
-    async def path_of(self, digest: str) -> Path | None:
-        """The verified image file with this sha256, or None when it is not in the store."""
-        ...
+__all__ = ["Image", "ImageFailed", "ImageRefused", "ImageSource", "ImageStore",
+           "VendorChecksum", "url_key"]
