@@ -420,7 +420,7 @@ class QemuFactory:
               kernel: Path | None = None, initrd: Path | None = None, append: str = "",
               disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
               seconds: int = 180, tap: str | None = None, ipxe_rom: bool | None = None,
-              extra: Sequence[str] = ()) -> Guest:
+              extra: Sequence[str] = (), disk: Path | None = None) -> Guest:
         """BIOS (SeaBIOS + the NIC's iPXE ROM) or UEFI (OVMF with its own EDK2 PXE: the NIC's
         ROM is dropped with romfile=, unless ``ipxe_rom=True``). Without ``kernel`` the guest
         network-boots (-boot n / bootindex=1). ``seconds`` bounds its life (timeout(1))."""
@@ -452,10 +452,11 @@ class QemuFactory:
         if not (firmware == "bios" if ipxe_rom is None else ipxe_rom):
             nic += ",romfile="
         args += ["-device", nic]
-        if disk_bytes is not None:
+        if disk is None and disk_bytes is not None:
             disk = work / "disk.img"
             with open(disk, "wb") as fh:
                 fh.truncate(disk_bytes)
+        if disk is not None:  # ``disk``: a raw file kept across power cycles (a reboot)
             args += ["-drive", f"file={disk},if=virtio,format=raw"]
         if kernel is not None:
             args += ["-kernel", str(kernel)]
