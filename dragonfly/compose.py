@@ -19,6 +19,9 @@ from dragonfly.domain.fleet import Fleet
 from dragonfly.edge.service import BootEdge
 from dragonfly.images import ImageStore
 from dragonfly.store import SqliteStore, open_store
+from dragonfly.templates.registry import TemplateCatalog
+from dragonfly.workflow.engine import DeploymentEngine
+from dragonfly.workflow.sources import CatalogSources
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,12 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
     bootlog = BootLog(store)
     edge = BootEdge(config, store, fleet, bootlog, pinned)
     images = ImageStore(store, config.state_dir)
+    templates = TemplateCatalog(store, config.state_dir)
+    engine = DeploymentEngine(fleet, store, CatalogSources(templates, images))
     return AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                      demo=False, services=[bootlog, edge, images], bootlog=bootlog,
-                      edge=edge, images=images)
+                      demo=False, services=[bootlog, edge, images, templates, engine],
+                      bootlog=bootlog, edge=edge, images=images, templates=templates,
+                      runner=engine, deployments=engine)
 
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
@@ -43,7 +49,7 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     fleet = Fleet(store)
     bootlog = BootLog(store)
     ctx = AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                     demo=True, bootlog=bootlog)
+                     demo=True, bootlog=bootlog, templates=TemplateCatalog(store, None))
     simulator = Simulator(fleet, seed=seed, tick=tick, bootlog=bootlog, commands=ctx.commands)
     ctx.services = [simulator, bootlog]
     ctx.runner = simulator

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from dragonfly.images import ImageStore
     from dragonfly.power import PowerControl
     from dragonfly.store import Store
+    from dragonfly.templates.registry import TemplateCatalog
     from dragonfly.workflow.engine import DeploymentEngine
 
 
@@ -85,6 +86,8 @@ class AppContext:
     resolve_name: ResolveName = machine_name
     # Wave 2: the image store and power control plug in here.
     images: ImageStore | None = None
+    # OS templates: built-in, files in <state dir>/templates, stored (dragonfly.templates).
+    templates: TemplateCatalog | None = None
     power: PowerControl | None = None
     started_at: float = field(default_factory=time.time)
     version: str = __version__

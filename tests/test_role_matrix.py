@@ -100,6 +100,14 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("GET", "/images/{digest}"): "agent",
     ("DELETE", "/api/images/{digest}"): "admin",
     ("POST", "/api/images/{digest}/verify"): "admin",
+    # OS templates: anyone who may read lists them; admins change them and preview seeds
+    ("GET", "/api/templates"): "read",
+    ("GET", "/api/templates/{slug}"): "read",
+    ("POST", "/api/templates"): "admin",
+    ("PUT", "/api/templates/{slug}"): "admin",
+    ("DELETE", "/api/templates/{slug}"): "admin",
+    ("POST", "/api/templates/reload"): "admin",
+    ("POST", "/api/templates/{slug}/preview"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
@@ -209,6 +217,8 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = ["0" * 32]
         elif name == "digest":
             values[name] = ["0" * 64]
+        elif name == "slug":
+            values[name] = ["debian-12"]
         elif name == "id" and path.startswith("/api/tokens/"):
             values[name] = [world.token_id]
         elif name == "tag":

@@ -71,7 +71,7 @@ class StandInSources:
     async def render_seed(self, slug: str, machine: Machine, options: dict[str, Any],
                           instance_id: str, phone_home_url: str) -> dict[str, str]:
         return {"meta-data": f"instance-id: {instance_id}\nlocal-hostname: "
-                             f"{options['hostname']}\n",
+                             f"{options['hostname'] or machine.name}\n",
                 "user-data": f"#cloud-config\nphone_home: {{url: {phone_home_url}}}\n",
                 "network-config": "version: 2\n"}
 
@@ -372,12 +372,13 @@ async def test_restart_while_preparing_prepares_again(
 
 def test_deploy_options_are_checked() -> None:
     machine = Machine(id="m", name="Node-01", mac=MAC, state=State.READY)
-    assert validate_options(None, machine)["hostname"] == "node-01"
-    with pytest.raises(InvalidInput, match="not a valid host name"):
+    assert validate_options(None, machine) == {"hostname": "", "ssh_keys": [], "disk": ""}
+    assert validate_options({"hostname": "Web-1.Lab"}, machine)["hostname"] == "web-1.lab"
+    with pytest.raises(InvalidInput, match="is not a host name"):
         validate_options({"hostname": "bad_name!"}, machine)
-    with pytest.raises(InvalidInput, match="not an SSH public key"):
+    with pytest.raises(InvalidInput, match="ssh"):
         validate_options({"ssh_keys": ["password123"]}, machine)
-    with pytest.raises(InvalidInput, match="unknown deploy options: color"):
+    with pytest.raises(InvalidInput, match="unknown deploy option: color"):
         validate_options({"color": "red"}, machine)
     with pytest.raises(InvalidInput, match="disk must be"):
         validate_options({"disk": "sda; rm -rf /"}, machine)

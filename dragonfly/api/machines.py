@@ -15,7 +15,6 @@ from dragonfly.auth.guard import (
 )
 from dragonfly.auth.middleware import caller_of
 from dragonfly.context import ctx_of
-from dragonfly.domain import catalog
 from dragonfly.domain.fleet import SORT_KEYS, summary
 from dragonfly.domain.model import (
     ACTION_ACCESS,
@@ -268,8 +267,3 @@ async def list_workflows(request: web.Request) -> list[dict[str, Any]]:
 @api.get("/api/workflows/{id}", "One workflow with its actions", "workflows")
 async def get_workflow(request: web.Request) -> dict[str, Any]:
     return (await ctx_of(request).fleet.get_workflow(request.match_info["id"])).to_dict()
-
-
-@api.get("/api/templates", "OS templates that can be deployed", "workflows")
-async def list_templates(request: web.Request) -> list[dict[str, Any]]:
-    return [t.to_dict() for t in catalog.TEMPLATES]

@@ -1,33 +1,22 @@
-"""OS templates the panel offers. Sizes and stages drive progress and ETA estimates."""
+"""The OS catalog as the demo and the panel see it: a view over the built-in templates of
+``dragonfly.templates`` (the same entries the appliance deploys), plus the stages that drive
+progress and ETA estimates.
+
+Custom templates (files, API) live in ``dragonfly.templates.registry.TemplateCatalog``; code
+with an app context should ask that one (``await ctx.templates.get(slug)``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 from dragonfly.errors import InvalidInput
+from dragonfly.templates.catalog import BUILTIN, BUILTIN_BY_SLUG
+from dragonfly.templates.model import OsTemplate
 
+__all__ = ["NATIVE_STAGES", "TEMPLATES", "TEMPLATES_BY_SLUG", "TINKERBELL_ACTIONS",
+           "OsTemplate", "template"]
 
-@dataclass(frozen=True)
-class OsTemplate:
-    slug: str
-    name: str
-    family: str
-    image_bytes: int  # compressed image streamed to disk
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-TEMPLATES: tuple[OsTemplate, ...] = (
-    OsTemplate("ubuntu-24.04", "Ubuntu 24.04 LTS", "ubuntu", 2_684_354_560),
-    OsTemplate("debian-12", "Debian 12 (bookworm)", "debian", 1_879_048_192),
-    OsTemplate("rocky-9", "Rocky Linux 9", "rhel", 2_147_483_648),
-    OsTemplate("proxmox-8", "Proxmox VE 8", "debian", 3_221_225_472),
-    OsTemplate("talos-1.8", "Talos Linux 1.8", "talos", 322_961_408),
-    OsTemplate("flatcar-stable", "Flatcar Container Linux", "flatcar", 536_870_912),
-)
-TEMPLATES_BY_SLUG = {t.slug: t for t in TEMPLATES}
+TEMPLATES: tuple[OsTemplate, ...] = BUILTIN
+TEMPLATES_BY_SLUG: dict[str, OsTemplate] = BUILTIN_BY_SLUG
 
 # The stages of a native deployment, with the share of the total time each one takes.
 NATIVE_STAGES: tuple[tuple[str, float], ...] = (
@@ -50,6 +39,7 @@ TINKERBELL_ACTIONS: tuple[tuple[str, str, float], ...] = (
 
 
 def template(slug: object) -> OsTemplate:
+    """A built-in template by slug, or InvalidInput listing the slugs there are."""
     if not isinstance(slug, str) or slug not in TEMPLATES_BY_SLUG:
         raise InvalidInput(f"unknown OS template {slug!r}",
                            {"templates": [t.slug for t in TEMPLATES]})

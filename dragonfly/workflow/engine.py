@@ -27,6 +27,7 @@ from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.errors import Conflict, DragonflyError, InvalidInput, NotFound
 from dragonfly.store import Store
+from dragonfly.templates.seed import parse_deploy_options
 from dragonfly.workflow import plan
 from dragonfly.workflow.plan import AGENT, SERVER, STREAMING
 
@@ -36,8 +37,7 @@ KEY_KIND, KEY_NAME = "engine", "phone-home-key"
 SEED_FILES = ("meta-data", "user-data", "network-config")
 AGENT_SILENCE_SECONDS = 600.0  # a running agent action with no report for this long fails
 LOG_LIMIT = 16 * 1024
-_HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_KEY_PREFIXES = ("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-", "sk-ssh-ed25519@", "sk-ecdsa-")
+_DISK = re.compile(r"^(/dev/[A-Za-z0-9/_-]+|serial:[\x21-\x7e]+|wwn:[\x21-\x7e]+)$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class DeployTemplate:
     root: dict[str, str] = field(default_factory=dict)  # label, parttype, fstype
     uefi_loader: str = ""
     phone_home_timeout: float = 1800.0
+    min_disk_bytes: int = 0  # the smallest disk the template asks for (0: the image's size)
 
 
 @dataclass(frozen=True)
@@ -85,38 +86,24 @@ class DeploySources(Protocol):
 
 
 def validate_options(raw: object, machine: Machine) -> dict[str, Any]:
-    """The operator's deploy options, checked: hostname, ssh_keys, user_data, disk, network."""
+    """The operator's deploy options, checked, as the workflow stores them: the seed's share
+    (hostname, ssh_keys, user_data, network: ``templates.seed``) and the target disk."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidInput("deploy options must be a JSON object")
-    unknown = sorted(set(raw) - {"hostname", "ssh_keys", "user_data", "disk", "network"})
-    if unknown:
-        raise InvalidInput(f"unknown deploy options: {', '.join(unknown)}")
-    hostname = raw.get("hostname") or machine.name
-    if not isinstance(hostname, str) or not _HOSTNAME.match(hostname.lower()):
-        raise InvalidInput(f"hostname {hostname!r} is not a valid host name (letters, digits "
-                           "and inner hyphens, at most 63)")
-    keys = raw.get("ssh_keys", [])
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise InvalidInput("ssh_keys must be a list of public keys")
-    keys = [k.strip() for k in keys if k.strip()]
-    for key in keys:
-        if not key.startswith(_KEY_PREFIXES) or "\n" in key:
-            raise InvalidInput(f"not an SSH public key: {key[:40]!r}...")
-    user_data = raw.get("user_data", "")
-    if not isinstance(user_data, str) or len(user_data) > 64 * 1024:
-        raise InvalidInput("user_data must be text of at most 64 KiB")
+    seed = parse_deploy_options(raw, others=("disk",))
     disk = raw.get("disk", "")
-    if not isinstance(disk, str) or (disk and not re.match(
-            r"^(/dev/[A-Za-z0-9/_-]+|serial:[\x21-\x7e]+|wwn:[\x21-\x7e]+)$", disk)):
+    if not isinstance(disk, str) or (disk and not _DISK.match(disk)):
         raise InvalidInput("disk must be empty (choose), a /dev path, serial:SERIAL or "
                            "wwn:WWN")
-    network = raw.get("network", {})
-    if not isinstance(network, dict):
-        raise InvalidInput("network must be a JSON object")
-    return {"hostname": hostname.lower(), "ssh_keys": keys, "user_data": user_data,
-            "disk": disk, "network": network}
+    options: dict[str, Any] = {"hostname": seed.hostname, "ssh_keys": list(seed.ssh_keys),
+                               "disk": disk}
+    if seed.user_data is not None:
+        options["user_data"] = seed.user_data
+    if raw.get("network"):
+        options["network"] = raw["network"]
+    return options
 
 
 class DeploymentEngine:
@@ -245,7 +232,8 @@ class DeploymentEngine:
                 return {"workflow_id": wf.id, "name": "wait", "poll_seconds": 5}
             tpl = await self.sources.template(wf.template)
             params = plan.agent_params(wf, action["name"], base=base, root=tpl.root,
-                                       uefi_loader=tpl.uefi_loader)
+                                       uefi_loader=tpl.uefi_loader,
+                                       min_disk_bytes=tpl.min_disk_bytes)
             if action["state"] == "pending":
                 action.update(state="running", started_at=self.clock())
                 wf.stage = action["label"]

@@ -63,7 +63,7 @@ def result_of(workflow: Workflow, name: str, key: str, default: Any = "") -> Any
 
 
 def agent_params(workflow: Workflow, name: str, *, base: str, root: dict[str, str],
-                 uefi_loader: str) -> dict[str, Any]:
+                 uefi_loader: str, min_disk_bytes: int = 0) -> dict[str, Any]:
     """The flat parameters of agent action ``name`` (protocol table)."""
     image = workflow.image
     disk = str(result_of(workflow, "select-disk", "disk"))
@@ -71,7 +71,7 @@ def agent_params(workflow: Workflow, name: str, *, base: str, root: dict[str, st
               "root_fstype": root.get("fstype", "")}
     if name == "select-disk":
         return {"disk": str(workflow.options.get("disk", "")),
-                "min_bytes": int(image.get("raw_size", 0))}
+                "min_bytes": max(int(image.get("raw_size", 0)), min_disk_bytes)}
     if name == "wipe":
         return {"disk": disk}
     if name == STREAMING:
