@@ -74,14 +74,22 @@ def require_lab(*tools: str) -> None:
                         "(or set DRAGONFLY_SKIP_LAB=1)")
 
 
-def fake_zipapp(path: Path, build_id: str = "fake-build-1", python: Sequence[int] = (3, 11)
-                ) -> Path:
-    """A small file shaped like our zipapp (shebang + zip with shiv's and our build records)."""
+BUNDLED_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")  # what every build carries
+
+
+def fake_zipapp(path: Path, build_id: str = "fake-build-1", python: Sequence[int] = (3, 11),
+                loaders: Sequence[str] = BUNDLED_LOADERS) -> Path:
+    """A small file shaped like our zipapp (shebang + zip with shiv's and our build records,
+    the loader manifest and, as stand-ins, the loaders named in ``loaders``)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("environment.json", json.dumps({"build_id": build_id}))
         zf.writestr("site-packages/dragonfly/_build.json",
                     json.dumps({"version": __version__, "python": list(python)}))
+        ipxe = "site-packages/dragonfly/ipxe/"
+        zf.writestr(ipxe + "manifest.toml", (ROOT / "ipxe/manifest.toml").read_text())
+        for name in loaders:
+            zf.writestr(f"{ipxe}loaders/{name}", f"fake {name}")
         zf.writestr("__main__.py", "raise SystemExit('fake zipapp')\n")
     path.write_bytes(b"#!/usr/bin/env python3\n" + buf.getvalue())
     path.chmod(0o755)
@@ -441,6 +449,68 @@ def test_preflight_refuses_full_dhcp_beside_another_server(tmp_path: Path) -> No
                                  dhcp_mode="full")
     assert asked == ["eth1"]
     assert code == 2 and "198.51.100.2" in out and "--dhcp-mode auto" in out
+
+
+def test_install_refuses_a_binary_without_the_loaders_and_says_how_to_fix_it(
+        tmp_path: Path) -> None:
+    """A zipapp built with --no-loaders (or by an old build on a machine without Debian's ipxe)
+    installs an appliance that cannot PXE-boot: refused, on a dry run too, changing nothing."""
+    root = tmp_path / "root"
+    root.mkdir()
+    binary = fake_zipapp(tmp_path / "dragonfly", loaders=())
+    for dry_run in (True, False):
+        code, out = run_install(root, binary, port=free_port(), dry_run=dry_run)
+        assert code == 2, out
+        assert list(root.iterdir()) == []
+        error = next(line for line in out.splitlines() if line.startswith("error:"))
+        assert f"{binary} was built without the iPXE boot loaders (undionly.kpxe, ipxe.efi, " \
+               "snponly.efi)" in error and "could not PXE-boot" in error
+        assert "`python3 build_zipapp.py`" in error and "apt-get download ipxe" in error
+        override = root / "var/lib/dragonfly/loaders"
+        assert (f"cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi "
+                f"/usr/lib/ipxe/snponly.efi {override}/") in error
+        assert "snp.efi" not in error  # arm64: no build has it, so no install needs it
+    # Half a set is refused too, naming only what is missing.
+    code, out = run_install(root, fake_zipapp(tmp_path / "half", loaders=("ipxe.efi",)),
+                            port=free_port())
+    assert code == 2 and "(undionly.kpxe, snponly.efi)" in out and "Nothing was changed" in out
+
+
+def test_install_accepts_a_binary_without_loaders_when_the_state_dir_has_them(
+        tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    override = root / "var/lib/dragonfly/loaders"
+    override.mkdir(parents=True)
+    for name in ("undionly.kpxe", "ipxe.efi"):
+        (override / name).write_bytes(b"operator's copy")
+    half = fake_zipapp(tmp_path / "half", loaders=("snponly.efi",))
+    assert run_install(root, fake_zipapp(tmp_path / "none", loaders=()),
+                       port=free_port())[0] == 2  # snponly.efi is nowhere
+    code, out = run_install(root, half, port=free_port())  # the rest comes from the binary
+    assert code == 0, out
+    (override / "snponly.efi").write_bytes(b"operator's copy")
+    code, out = run_install(root, fake_zipapp(tmp_path / "none", loaders=()))
+    assert code == 0, out
+    assert "iPXE" not in out
+
+
+def test_install_follows_the_configured_state_dir_for_loaders(tmp_path: Path) -> None:
+    """An upgrade keeps a config whose server.state_dir is elsewhere: that is where the server
+    looks for loaders, so that is where install looks."""
+    root = tmp_path / "root"
+    assert run_install(root, fake_zipapp(tmp_path / "full"), port=free_port())[0] == 0
+    config = root / CONFIG.lstrip("/")
+    config.write_text(config.read_text().replace('state_dir = "/var/lib/dragonfly"',
+                                                 'state_dir = "/srv/dragonfly"'))
+    assert Config.load(config, env={})["server.state_dir"] == "/srv/dragonfly"
+    bare = fake_zipapp(tmp_path / "bare", loaders=())
+    code, out = run_install(root, bare)
+    assert code == 2 and f"{root}/srv/dragonfly/loaders/" in out
+    (root / "srv/dragonfly/loaders").mkdir(parents=True)
+    for name in BUNDLED_LOADERS:
+        (root / "srv/dragonfly/loaders" / name).write_bytes(b"x")
+    code, out = run_install(root, bare)
+    assert code == 0, out
 
 
 def test_preflight_reports_every_problem_at_once(tmp_path: Path) -> None:

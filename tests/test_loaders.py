@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,15 +146,127 @@ def _bundle_from(tmp_path: Path, loaders_dir: Path) -> Path:
 
 
 def test_fetch_script_names_the_package_when_missing(tmp_path: Path) -> None:
+    """A package neither installed nor known to apt (real apt-get: 'Unable to locate')."""
     manifest = tmp_path / "manifest.toml"
     manifest.write_text(MANIFEST.read_text().replace(
         'debian_binary_package = "ipxe"', 'debian_binary_package = "ipxe-not-a-package"'))
     out = subprocess.run([sys.executable, str(FETCH), "--dest", str(tmp_path / "l"),
-                          "--manifest", str(manifest)], capture_output=True, text=True,
-                         check=False)
+                          "--manifest", str(manifest), "--cache", str(tmp_path / "cache")],
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 1
+    assert "`apt-get download ipxe-not-a-package` failed" in out.stderr
     assert "apt-get install ipxe-not-a-package" in out.stderr
     assert not (tmp_path / "l").exists()
+
+
+def test_fetch_script_downloads_the_package_when_it_is_not_installed(tmp_path: Path) -> None:
+    """No /usr/lib/ipxe (an empty --source-root): the real `apt-get download ipxe`, unpacked
+    with dpkg-deb, gives the loaders, and VERSIONS.txt names the downloaded version."""
+    empty, cache, dest = tmp_path / "empty", tmp_path / "cache", tmp_path / "loaders"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, str(FETCH), "--source-root", str(empty),
+                          "--cache", str(cache), "--dest", str(dest)],
+                         capture_output=True, text=True, check=False, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (deb,) = cache.glob("ipxe_*.deb")
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert "fetching Debian's ipxe package with apt-get download" in out.stdout
+    assert f"ipxe {version} from downloaded {deb}" in out.stdout
+    versions = (dest / "VERSIONS.txt").read_text()
+    assert f"package: ipxe {version} (Debian source package ipxe)" in versions
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    # ipxe.efi is an absolute link to /boot/ipxe.efi in the package: followed inside it.
+    assert (unpacked / "usr/lib/ipxe/ipxe.efi").is_symlink()
+    for name, inside in (("undionly.kpxe", "usr/lib/ipxe/undionly.kpxe"),
+                         ("ipxe.efi", "boot/ipxe.efi"),
+                         ("snponly.efi", "usr/lib/ipxe/snponly.efi")):
+        data = (unpacked / inside).read_bytes()
+        assert (dest / name).read_bytes() == data
+        assert f"{name}\t{len(data)}\tsha256:{hashlib.sha256(data).hexdigest()}\t" in versions
+    assert "snp.efi\tMISSING\tno Debian package provides it" in versions
+
+
+def fake_apt_get(tmp_path: Path) -> dict[str, str]:
+    """An environment whose apt-get is a stand-in that fails the way apt does when the archive
+    cannot be reached (status 100, an E: line): the real one would succeed here."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    apt_get = bin_dir / "apt-get"
+    apt_get.write_text("#!/bin/sh\necho 'E: Failed to fetch (fake apt-get of the test)' >&2\n"
+                       "exit 100\n")
+    apt_get.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_fetch_script_fails_clearly_and_keeps_what_was_there(tmp_path: Path) -> None:
+    empty, dest = tmp_path / "empty", tmp_path / "loaders"
+    empty.mkdir()
+    dest.mkdir()
+    (dest / "ipxe.efi").write_bytes(b"an earlier build's")
+    out = subprocess.run([sys.executable, str(FETCH), "--source-root", str(empty),
+                          "--cache", str(tmp_path / "cache"), "--dest", str(dest)],
+                         capture_output=True, text=True, check=False, env=fake_apt_get(tmp_path))
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: cannot bundle the iPXE loaders: `apt-get download "
+                                 "ipxe` failed (100):\n  E: Failed to fetch (fake apt-get")
+    assert "`sudo apt-get update` must work" in out.stderr
+    assert "`sudo apt-get install ipxe`" in out.stderr
+    assert [p.name for p in dest.iterdir()] == ["ipxe.efi"]  # untouched, no partial set
+    assert (dest / "ipxe.efi").read_bytes() == b"an earlier build's"
+
+
+def _fetch_module() -> Any:
+    """scripts/fetch_loaders.py as a module (it is a script, not part of the package)."""
+    name = "fetch_loaders_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, FETCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fetch_without_package_lists_says_to_update_when_not_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh system may have no apt lists: unprivileged, the build cannot run apt-get update
+    and says to. Real apt-get, pointed (APT_CONFIG) at an empty lists directory."""
+    lists = tmp_path / "lists"
+    (lists / "partial").mkdir(parents=True)
+    conf = tmp_path / "apt.conf"
+    conf.write_text(f'Dir::State::lists "{lists}/";\nDir::Cache::pkgcache "";\n'
+                    'Dir::Cache::srcpkgcache "";\n')
+    monkeypatch.setenv("APT_CONFIG", str(conf))
+    fetch = _fetch_module()
+    monkeypatch.setattr(fetch.os, "geteuid", lambda: 1000)  # as a normal user would run it
+    assert fetch.apt_has_lists() is False
+    with pytest.raises(fetch.FetchError) as failed:
+        fetch.download_source("ipxe", tmp_path / "cache")
+    message = str(failed.value)
+    assert "`apt-get download ipxe` failed: apt has no package lists on this machine" in message
+    assert "Run `sudo apt-get update`, then build again" in message
+    assert list((tmp_path / "cache").iterdir()) == []  # no staging directory left behind
+
+
+def test_resolve_in_keeps_absolute_links_inside_the_unpacked_package(tmp_path: Path) -> None:
+    fetch = _fetch_module()
+    root = tmp_path / "unpacked"
+    (root / "boot").mkdir(parents=True)
+    (root / "usr/lib/ipxe").mkdir(parents=True)
+    (root / "boot/ipxe.efi").write_bytes(b"from the package")
+    (root / "usr/lib/ipxe/ipxe.efi").symlink_to("/boot/ipxe.efi")
+    (root / "usr/lib/ipxe/rel.efi").symlink_to("../../../boot/ipxe.efi")
+    (root / "usr/lib/ipxe/host.efi").symlink_to("/etc/hostname")  # only the host has it
+    (root / "usr/lib/ipxe/loop.efi").symlink_to("/usr/lib/ipxe/loop.efi")
+    assert fetch.resolve_in(root, "/usr/lib/ipxe/ipxe.efi") == root / "boot/ipxe.efi"
+    relative = fetch.resolve_in(root, "/usr/lib/ipxe/rel.efi")
+    assert relative is not None and relative.resolve() == (root / "boot/ipxe.efi").resolve()
+    assert fetch.resolve_in(root, "/usr/lib/ipxe/host.efi") is None
+    assert fetch.resolve_in(root, "/usr/lib/ipxe/loop.efi") is None
+    assert fetch.resolve_in(root, "/usr/lib/ipxe/absent.efi") is None
 
 
 async def test_tftp_serves_loaders_through_locate(tmp_path: Path) -> None:

@@ -179,3 +179,92 @@ def test_the_readmes_demo_command_takes_extra_arguments(zipapp: Path, shiv_root:
         proc.terminate()
         proc.wait(10)
     assert f"127.0.0.1:{port}" in log.read_text()
+
+
+# --- the iPXE loaders: always bundled, or a deliberate, loud --no-loaders ---------------------
+
+LOADERS_IN_ZIPAPP = "site-packages/dragonfly/ipxe/loaders/"
+
+
+def _build(*args: str, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, str(ROOT / "build_zipapp.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_build_without_installed_ipxe_downloads_the_package(tmp_path: Path) -> None:
+    """A machine without /usr/lib/ipxe (an empty --loader-root): the build runs the real
+    `apt-get download ipxe` into its cache, unpacks it and bundles the loaders with the
+    Debian version it got."""
+    import zipfile
+
+    empty, cache, output = tmp_path / "no-ipxe-here", tmp_path / "debs", tmp_path / "dragonfly"
+    empty.mkdir()
+    done = _build("--loader-root", str(empty), "--deb-cache", str(cache),
+                  "-o", str(output))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "apt-get download" in done.stdout and "cannot PXE-boot" not in done.stderr
+    (deb,) = cache.glob("ipxe_*.deb")
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    with zipfile.ZipFile(output) as archive:
+        versions = archive.read(LOADERS_IN_ZIPAPP + "VERSIONS.txt").decode()
+        assert f"package: ipxe {version} (Debian source package ipxe)" in versions
+        for name, inside in (("undionly.kpxe", "usr/lib/ipxe/undionly.kpxe"),
+                             ("ipxe.efi", "boot/ipxe.efi"),  # the package links it there
+                             ("snponly.efi", "usr/lib/ipxe/snponly.efi")):
+            assert archive.read(LOADERS_IN_ZIPAPP + name) == (unpacked / inside).read_bytes()
+
+
+def test_build_fails_clearly_when_the_loaders_cannot_be_had(tmp_path: Path) -> None:
+    """Neither installed nor downloadable. The apt-get here is a stand-in exiting 100 as apt
+    does when the archive is unreachable (the real one would succeed on this machine)."""
+    import os
+
+    empty, fake_bin = tmp_path / "no-ipxe-here", tmp_path / "bin"
+    empty.mkdir()
+    fake_bin.mkdir()
+    (fake_bin / "apt-get").write_text("#!/bin/sh\necho 'E: Failed to fetch (fake apt-get of "
+                                      "the test)' >&2\nexit 100\n")
+    (fake_bin / "apt-get").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    output = tmp_path / "dragonfly"
+    done = _build("--loader-root", str(empty), "--deb-cache", str(tmp_path / "debs"),
+                  "-o", str(output), env=env)
+    assert done.returncode != 0
+    assert not output.exists()
+    assert "error: cannot bundle the iPXE loaders: `apt-get download ipxe` failed (100)" \
+        in done.stderr
+    assert "E: Failed to fetch (fake apt-get of the test)" in done.stderr
+    assert "`sudo apt-get install ipxe`" in done.stderr
+    assert "could not PXE-boot anything" in done.stderr
+    assert "`python3 build_zipapp.py --no-loaders`" in done.stderr
+    assert "warning" not in done.stderr.lower()
+
+
+def test_no_loaders_build_says_so_and_install_refuses_it(tmp_path: Path,
+                                                         shiv_root: Path) -> None:
+    import os
+    import zipfile
+
+    output = tmp_path / "dragonfly"
+    done = _build("--no-loaders", "-o", str(output))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"NOTE: {output} has no iPXE loaders (--no-loaders): it CANNOT PXE-boot anything" \
+        in done.stderr
+    with zipfile.ZipFile(output) as archive:
+        assert not [n for n in archive.namelist() if n.startswith(LOADERS_IN_ZIPAPP)]
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {"PATH": os.environ["PATH"], "SHIV_ROOT": str(shiv_root), "LANG": "C.UTF-8"}
+    refused = subprocess.run([str(output), "install", "--root", str(root), "--dry-run"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "was built without the iPXE boot loaders" in refused.stdout
+    assert list(root.iterdir()) == []

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dragonfly.boot.loaders import LoaderSpec, Manifest, bundled_root, parse_manifest
 from dragonfly.edge.dhcp import netif
 from dragonfly.ops.plan import Runner
 from dragonfly.ops.status import read_listeners
@@ -72,6 +73,9 @@ def port_problem(host: str, port: int, proc: Path = Path("/proc")) -> str | None
             "port with --port")
 
 
+ZIPAPP_IPXE = "site-packages/dragonfly/ipxe/"  # the package dragonfly.ipxe inside the zipapp
+
+
 def zipapp_build_record(binary: Path) -> dict[str, object]:
     """The build record (Python version, architecture) inside a Dragonfly zipapp."""
     try:
@@ -93,6 +97,50 @@ def binary_problem(binary: Path | None) -> str | None:
     except (OSError, KeyError, zipfile.BadZipFile):
         return f"{binary} is not a Dragonfly zipapp (built by build_zipapp.py)"
     return None
+
+
+def missing_loaders(binary: Path, override_dir: Path) -> list[LoaderSpec]:
+    """The iPXE loaders a PXE boot needs that neither the zipapp ``binary`` carries nor
+    ``override_dir`` (the target's <state_dir>/loaders/, which the server prefers) holds.
+
+    Needed are the manifest's loaders that a Debian package provides, i.e. the ones every build
+    bundles (arm64 snp.efi never is). The manifest is the binary's own: it is what the
+    installed server will serve from."""
+    with zipfile.ZipFile(binary) as zf:
+        names = set(zf.namelist())
+        try:
+            text: str | None = zf.read(ZIPAPP_IPXE + "manifest.toml").decode("utf-8")
+        except KeyError:
+            text = None
+    if text is None:  # a build older than the loader manifest: judge it by this one
+        bundled = bundled_root()
+        manifest = (parse_manifest((bundled / "manifest.toml").read_text(encoding="utf-8"))
+                    if bundled is not None else Manifest(()))
+    else:
+        manifest = parse_manifest(text)
+    return [spec for spec in manifest.loaders if spec.debian_path
+            and f"{ZIPAPP_IPXE}loaders/{spec.filename}" not in names
+            and not (override_dir / spec.filename).is_file()]
+
+
+def loaders_problem(binary: Path, override_dir: Path) -> str | None:
+    """Refuse a zipapp built without the iPXE loaders (``build_zipapp.py --no-loaders``, or an
+    older build on a machine without Debian's ipxe package): installed, it could not PXE-boot
+    anything. Accepted when the target's override directory already holds what it lacks."""
+    try:
+        missing = missing_loaders(binary, override_dir)
+    except (OSError, UnicodeDecodeError, ValueError, zipfile.BadZipFile) as exc:
+        return f"cannot read the iPXE loader manifest inside {binary}: {exc}"
+    if not missing:
+        return None
+    names = ", ".join(spec.filename for spec in missing)
+    sources = " ".join(spec.debian_path for spec in missing)
+    return (f"{binary} was built without the iPXE boot loaders ({names}), so the installed "
+            "appliance could not PXE-boot any machine. Rebuild it with `python3 build_zipapp.py` "
+            "on a machine that has Debian's ipxe package or can reach the Debian archive (the "
+            "build runs `apt-get download ipxe` itself), or put the loaders where the server "
+            f"looks first: `apt-get install ipxe && mkdir -p {override_dir} && cp {sources} "
+            f"{override_dir}/`; then run the install again")
 
 
 def service_interpreter(binary: Path, root: Path) -> str | None:

@@ -40,6 +40,7 @@ from dragonfly.ops.checks import (
     dhcp_problem,
     interface_ipv4,
     interface_problem,
+    loaders_problem,
     port_problem,
     probe_dhcp_servers,
     service_python_problem,
@@ -267,6 +268,10 @@ class _Install:
         if problem := interpreter_problem():
             self.fatal(problem)
         if problem := binary_problem(opts.binary):
+            self.fatal(problem)
+        elif opts.binary is not None and (problem := loaders_problem(
+                opts.binary, self.path(self.values["server.state_dir"]) / "loaders")):
+            # Wherever it installs, a binary that cannot PXE-boot is no appliance.
             self.fatal(problem)
         if live and system.euid() != 0:
             message = "install needs root: run `sudo dragonfly install`"
