@@ -153,3 +153,21 @@ def test_parse_depends(script: Any) -> None:
                                 "debconf [amd64]") == [
         ["libc6"], ["libfoo1", "libfoo-compat"], ["debconf"]]
     assert script.parse_depends("") == []
+
+
+def test_deployment_tools_and_filesystems_are_in_the_image(script: Any) -> None:
+    """The agent's deployment actions need these beyond busybox; --no-ipmitool and
+    --no-deploy-tools leave out one group each."""
+    assert script.programs_for() == script.DEFAULT_PROGRAMS
+    assert script.DEFAULT_PROGRAMS["gdisk"] == ("sbin/sgdisk",)
+    assert set(script.DEFAULT_PROGRAMS["util-linux"]) == {"sbin/blkid", "usr/bin/partx",
+                                                         "sbin/wipefs"}
+    assert {"zstd", "efibootmgr", "ipmitool"} <= set(script.DEFAULT_PROGRAMS)
+    assert "ipmitool" not in script.programs_for(no_ipmitool=True)
+    assert "gdisk" in script.programs_for(no_ipmitool=True)
+    assert script.programs_for(no_deploy_tools=True) == {"ipmitool": ("usr/bin/ipmitool",)}
+    assert script.programs_for(True, True) == {}
+    modules = list(script.DEFAULT_MODULES)
+    for fs in ("ext4", "xfs", "btrfs"):
+        assert fs in modules
+    assert modules.index("crc32c_generic") < modules.index("ext4")  # no modprobe on demand

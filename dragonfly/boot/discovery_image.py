@@ -13,9 +13,13 @@ second run (and every test run after the first) downloads nothing:
                                 its shared libraries and the dynamic loader come from the
                                 packages it depends on (libc6, libfreeipmi17, libssl3 ...),
                                 found by reading the ELF headers (dragonfly.boot.elf)
+  gdisk, util-linux, zstd,      the deployment tools (docs/deployment-protocol.md): sgdisk
+  efibootmgr                    (fix-gpt), blkid, partx and wipefs, zstd (zst images),
+                                efibootmgr (UEFI boot entries), with their libraries likewise
 
-The stock initrd holds busybox, ipmitool, the kernel modules for common NICs, disks and the BMC
-(virtio for the lab) with their dependencies in load order (/etc/dragonfly/modules), a udhcpc
+The stock initrd holds busybox, ipmitool, the deployment tools, the kernel modules for common
+NICs, disks, the BMC and the root filesystems a deployment writes its seed into (ext4, xfs,
+btrfs; virtio for the lab) with their dependencies in load order (/etc/dragonfly/modules), a udhcpc
 hook and a placeholder /init that explains that the agent overlay is missing. The Dragonfly
 server appends the agent's overlay (its own /init, the agent, the config) when it serves
 /boot/discovery/initrd.img.
@@ -57,6 +61,9 @@ DEFAULT_MODULES = (
     # the BMC: /dev/ipmi0 for ipmitool (the device interface first, so that it sees the
     # system interface as soon as ipmi_si finds it) and /sys/class/ipmi
     "ipmi_msghandler", "ipmi_devintf", "ipmi_si",
+    # deployments: the root filesystems write-seed mounts, with the crc32c drivers they ask the
+    # crypto API for (there is no modprobe to load one on demand), and efivarfs for efibootmgr
+    "crc32c_generic", "crc32c_intel", "ext4", "xfs", "btrfs", "efivarfs",
 )
 # Module parameters, written after the module's path in /etc/dragonfly/modules.
 MODULE_PARAMS: dict[str, str] = {}
@@ -274,7 +281,19 @@ def extract_busybox(deb: Path) -> bytes:
 # Dynamically linked programs the image carries: package -> paths of the programs inside it.
 # Their shared libraries and the dynamic loader are found by reading the programs' ELF headers
 # (DT_NEEDED, PT_INTERP) and looking the names up in the package and its dependencies.
-DEFAULT_PROGRAMS: dict[str, tuple[str, ...]] = {"ipmitool": ("usr/bin/ipmitool",)}
+IPMI_PROGRAMS: dict[str, tuple[str, ...]] = {"ipmitool": ("usr/bin/ipmitool",)}
+# What the agent's deployment actions use beyond busybox (dragonfly/agent/agent.sh): sgdisk moves
+# the backup GPT header and grows the root partition, blkid finds the root filesystem and the
+# ESP (busybox has no blkid here), partx makes the kernel see a rewritten partition table,
+# wipefs removes old signatures, zstd decompresses .zst images (busybox has gunzip and xzcat),
+# efibootmgr adds the UEFI boot entry.
+DEPLOY_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "gdisk": ("sbin/sgdisk",),
+    "util-linux": ("sbin/blkid", "usr/bin/partx", "sbin/wipefs"),
+    "zstd": ("usr/bin/zstd",),
+    "efibootmgr": ("bin/efibootmgr",),
+}
+DEFAULT_PROGRAMS: dict[str, tuple[str, ...]] = {**IPMI_PROGRAMS, **DEPLOY_PROGRAMS}
 # Where the dynamic loader looks without /etc/ld.so.cache (Debian's glibc, multiarch first).
 LIBRARY_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib", "usr/lib")
 # How far from the program's own package a library's package may be in the Depends graph
@@ -582,7 +601,17 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ipmitool", action="store_true",
                         help="leave ipmitool and its libraries out (the agent then reports a "
                              "BMC's presence but not its address)")
+    parser.add_argument("--no-deploy-tools", action="store_true",
+                        help="leave sgdisk, blkid, partx, wipefs, zstd and efibootmgr out (the "
+                             "machines can then be discovered but not deployed)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+
+def programs_for(no_ipmitool: bool = False,
+                 no_deploy_tools: bool = False) -> dict[str, tuple[str, ...]]:
+    """The programs of a build: ipmitool and the deployment tools, unless left out."""
+    return {**({} if no_ipmitool else IPMI_PROGRAMS),
+            **({} if no_deploy_tools else DEPLOY_PROGRAMS)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -597,7 +626,7 @@ def _build_from_args(args: argparse.Namespace, out: TextIO) -> int:
     try:
         result = build(args.out or default_out(), args.cache or default_cache(),
                        args.kernel_package, args.module or DEFAULT_MODULES, args.force,
-                       programs={} if args.no_ipmitool else None)
+                       programs=programs_for(args.no_ipmitool, args.no_deploy_tools))
     except BuildError as exc:
         log(f"error: {exc}")
         return 1

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import urllib.request
@@ -88,6 +89,8 @@ CONFIG_OWNER = Owner("root", USER)  # root writes it, the service only reads it
 STATE_OWNER = Owner(USER, USER)
 PANEL_TIMEOUT = 90.0  # the first start unpacks the zipapp into /var/lib/dragonfly/shiv
 
+# (tool, Debian package) the image store runs: qcow2 images are converted with qemu-img.
+IMAGE_TOOLS = (("qemu-img", "qemu-utils"), ("zstd", "zstd"))
 USERADD = ["useradd", "--system", "--user-group", "--home-dir", STATE_DIR, "--no-create-home",
            "--shell", "/usr/sbin/nologin", "--comment", "Dragonfly provisioning", USER]
 
@@ -323,6 +326,14 @@ class _Install:
             plan.add(WriteFile(CONFIG, render_toml(self.values).encode(), 0o640, CONFIG_OWNER,
                                "every setting, with its help"))
         plan.add(MakeDir(STATE_DIR, 0o750, STATE_OWNER))
+        missing = [pkg for tool, pkg in IMAGE_TOOLS
+                   if not (live and shutil.which(tool))]
+        if missing:
+            # Not fatal: the panel works without them, and a qcow2 template then says what
+            # to install when it is deployed.
+            plan.add(Run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                         "the image store converts qcow2 with qemu-img; the agent's zstd "
+                         "images need zstd", check=False, timeout=600))
         if self.was_active:
             plan.add(Run(["systemctl", "stop", SERVICE], "the upgrade replaces its binary"))
         assert opts.binary is not None
