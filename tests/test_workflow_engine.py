@@ -393,3 +393,26 @@ def test_answer_for_a_deploying_machine_without_the_engine_boots_the_disk() -> N
 async def test_unknown_workflow_is_404(client: Client) -> None:
     r = await client.get("/api/agent/workflows/nope/next")
     assert r.status == 404 and "no workflow" in (await r.json())["error"]
+
+
+async def test_reimaging_an_installed_machine_runs_the_deployment_at_its_next_pxe_boot(
+        client: Client, ctx: AppContext) -> None:
+    """The installed OS runs no agent: the reimage waits for the machine's next network boot,
+    which now gets discovery (not its disk), and the agent's check-in gets the deployment."""
+    from tests.test_agent_checkin import report_body
+
+    machine = await ctx.fleet.add_machine(Machine(id=new_id(), name="node-02", mac=MAC,
+                                                  state=State.INSTALLED, os="debian-12"))
+    assert "booting the local disk" in await (await client.get(f"/boot/{MAC}.ipxe")).text()
+    assert ctx.deployments is not None
+    wf = await ctx.deployments.start_deployment(machine, "reimage", "debian-12", "admin")
+    for _ in range(100):
+        if (await ctx.fleet.get_workflow(wf.id)).actions[0]["state"] == "succeeded":
+            break
+        await asyncio.sleep(0.01)
+    assert "discovery" in await (await client.get(f"/boot/{MAC}.ipxe")).text()
+    r = await client.post("/api/agent/checkin", json=report_body(
+        boot_mac=MAC, nics=[{"name": "eth0", "mac": MAC, "ip": "10.0.0.9"}]))
+    answer = await r.json()
+    assert r.status == 200 and answer["action"] == "deploy" and answer["workflow_id"] == wf.id
+    assert ctx.fleet.get_machine(machine.id).state is State.DEPLOYING
