@@ -141,6 +141,8 @@ class StandIn:
     image: bytes = b""
     chunk_delay: float = 0.0  # seconds between 1/10ths of the image
     truncate: bool = False  # close the connection after half of the image
+    truncations: int = 0  # ... only for this many first requests
+    served: int = 0
     index: int = 0
     reports: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
     nexts: list[tuple[float, int]] = field(default_factory=list)
@@ -189,8 +191,10 @@ class StandIn:
         resp.content_length = len(self.image)
         await resp.prepare(request)
         step = max(1, len(self.image) // 10)
+        cut = self.truncate or self.served < self.truncations
+        self.served += 1
         for offset in range(0, len(self.image), step):
-            if self.truncate and offset >= len(self.image) // 2:
+            if cut and offset >= len(self.image) // 2:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
@@ -420,6 +424,25 @@ async def test_stream_failures(tmp_path: Path, tools_path: str, image: Image, lo
     message = expected.format(half=half, size=len(image.xz), disk=loop_disk)
     assert standin.finals() == [(0, "failed", message)], log
     assert "AGENT-POWEROFF" in log and "AGENT-REBOOT" not in log
+
+
+async def test_a_broken_download_is_tried_again(tmp_path: Path, tools_path: str, image: Image,
+                                                loop_disk: str,
+                                                aiohttp_server: ServerFactory) -> None:
+    """The connection drops halfway once (the server restarted): the agent streams the image
+    again from the start and the deployment goes on; a download that keeps breaking fails
+    after STREAM_ATTEMPTS (test_stream_failures)."""
+    actions = image_actions(loop_disk, image)
+    standin = StandIn([actions[2], actions[3], {"name": "reboot"}], image.xz, truncations=1)
+    server = await aiohttp_server(standin.app())
+    absolute(standin, server)
+    root = fake_root(tmp_path / "root", {Path(loop_disk).name: loop_disk})
+    log = await run_agent(tmp_path, tools_path, server, root)
+    assert standin.served == 2
+    assert [f[:2] for f in standin.finals()] == [(0, "succeeded"), (1, "succeeded"),
+                                                 (2, "succeeded")], log
+    stream_log = standin.result(0).get("log", "")
+    assert "short download" in stream_log and "trying again (2 of 3)" in stream_log
 
 
 @pytest.mark.parametrize("spec, min_bytes, expected", [

@@ -22,6 +22,7 @@ BACKOFF_MAX=60
 HTTP_TIMEOUT=20
 IPMI_TIMEOUT=10
 STALL_SECONDS=120   # a download that brings no byte for this long is given up
+STREAM_ATTEMPTS=3   # a download that broke off is tried this many times in all
 CONFIG=${DRAGONFLY_CONFIG:-/dragonfly/config}
 # shellcheck disable=SC1090
 [ -r "$CONFIG" ] && . "$CONFIG"
@@ -1252,6 +1253,25 @@ act_boot_entry() {
 
 # Run deployment $1: next action, execute, report, until `reboot` (returns 1 after rebooting)
 # or `done`, a failure or an abort (returns 0: back to waiting).
+# A download that broke off (the server restarted, the network blinked) is tried again from
+# the start, a few times; what the image or the disk says wrong is not.
+stream_with_retries() {
+    tries=1
+    while :; do
+        act_stream_image
+        rc=$?
+        [ "$rc" = 1 ] || return "$rc"
+        case "$MSG" in
+            "short download"* | "cannot fetch the image"* | "the download stalled"*) ;;
+            *) return 1 ;;
+        esac
+        [ "$tries" -lt "$STREAM_ATTEMPTS" ] || return 1
+        alog "stream-image: $MSG; trying again ($((tries + 1)) of $STREAM_ATTEMPTS)"
+        sleep $((5 * tries))
+        tries=$((tries + 1))
+    done
+}
+
 deploy() {
     WF=$1
     STEP=$WORK/step.json
@@ -1290,7 +1310,7 @@ deploy() {
                 return 1 ;;
             select-disk) act_select_disk ;;
             wipe) act_wipe ;;
-            stream-image) act_stream_image ;;
+            stream-image) stream_with_retries ;;
             verify) act_verify ;;
             fix-gpt) act_fix_gpt ;;
             write-seed) act_write_seed ;;
