@@ -22,6 +22,7 @@ from dragonfly.panel.pages import (
     not_found_page,
     static_file,
     tags_page,
+    templates_page,
 )
 from dragonfly.panel.render import PANEL_ENV, environment
 
@@ -32,6 +33,7 @@ def add_panel_routes(app: web.Application) -> None:
     app.router.add_get("/machines", machines_page)
     app.router.add_get("/machines/{id}", machine_page)
     app.router.add_get("/tags", tags_page)
+    app.router.add_get("/templates", templates_page)
     app.router.add_get("/docs", docs_page)
     app.router.add_get("/docs/{page}", docs_page)
     app.router.add_get("/static/{name:.+}", static_file)

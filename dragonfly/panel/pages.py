@@ -154,6 +154,11 @@ async def tags_page(request: web.Request) -> web.Response:
                   page_data={"page": "tags"}, page_title="Tags · Dragonfly")
 
 
+async def templates_page(request: web.Request) -> web.Response:
+    return render(request, "templates.html", page_data={"page": "templates"},
+                  page_title="Templates · Dragonfly")
+
+
 @cache
 def cli_reference() -> dict[str, Any]:
     """The command line as the parser defines it: the docs page is generated, never typed."""

@@ -17,9 +17,10 @@ import { initMachine } from "./js/machine.js";
 import { initMachines } from "./js/machines.js";
 import { initSetup } from "./js/setup.js";
 import { initTags } from "./js/tags.js";
+import { initTemplates } from "./js/templates.js";
 import { initTheme } from "./js/theme.js";
 
-const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initMachine, tags: initTags };
+const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initMachine, tags: initTags, templates: initTemplates };
 
 initTheme();
 initDialogs();

@@ -1,4 +1,4 @@
-// Formatting: the same wording as the Jinja filters in dragonfly/panel/__init__.py.
+// Formatting: the same wording as the Jinja filters (dragonfly/format.py).
 
 import { $$, setText, throttle } from "./dom.js";
 
