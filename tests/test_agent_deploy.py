@@ -426,6 +426,21 @@ async def test_stream_failures(tmp_path: Path, tools_path: str, image: Image, lo
     assert "AGENT-POWEROFF" in log and "AGENT-REBOOT" not in log
 
 
+async def test_a_raw_image_streams_straight_to_the_disk(tmp_path: Path, tools_path: str,
+                                                       image: Image, loop_disk: str,
+                                                       aiohttp_server: ServerFactory) -> None:
+    actions = image_actions(loop_disk, image, format="raw", size=len(image.raw))
+    standin = StandIn([actions[2], actions[3], {"name": "reboot"}], image.raw)
+    server = await aiohttp_server(standin.app())
+    absolute(standin, server)
+    root = fake_root(tmp_path / "root", {Path(loop_disk).name: loop_disk})
+    log = await run_agent(tmp_path, tools_path, server, root)
+    assert [f[:2] for f in standin.finals()] == [(0, "succeeded"), (1, "succeeded"),
+                                                 (2, "succeeded")], log
+    assert standin.result(0)["bytes_done"] == len(image.raw)
+    assert standin.result(1)["sha256"] == image.sha256
+
+
 async def test_a_broken_download_is_tried_again(tmp_path: Path, tools_path: str, image: Image,
                                                 loop_disk: str,
                                                 aiohttp_server: ServerFactory) -> None:
