@@ -87,7 +87,9 @@ def build(output: Path, *, loaders: bool = True, loader_root: Path | None = None
     site = BUILD / "site"
     shutil.rmtree(site, ignore_errors=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_NO_WARN_SCRIPT_LOCATION": "1"}
-    # A fresh copy of the tree keeps setuptools' build/ and egg-info out of the checkout.
+    # pip builds in the tree, and setuptools would reuse a build/lib left by an earlier build:
+    # modules that were moved or deleted since would ride along into the zipapp.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "--no-compile", "--target", str(site), str(ROOT)], check=True, env=env)
     from dragonfly_version import read_version  # type: ignore[import-not-found]

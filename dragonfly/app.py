@@ -25,6 +25,7 @@ from dragonfly.http.errors import error_middleware
 from dragonfly.http.router import ApiRouter, Route
 from dragonfly.images import routes as image_routes
 from dragonfly.panel import add_panel_routes
+from dragonfly.power import routes as power_routes
 from dragonfly.templates import routes as template_routes
 from dragonfly.workflow import routes as workflow_routes
 
@@ -45,7 +46,7 @@ def build_api_router() -> ApiRouter:
     """Every declared route but access control's (``install_auth`` adds those)."""
     router = ApiRouter()
     for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes,
-                   workflow_routes, image_routes, template_routes):
+                   workflow_routes, image_routes, template_routes, power_routes):
         router.extend(module.api)
     return router
 

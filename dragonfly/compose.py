@@ -18,6 +18,8 @@ from dragonfly.domain.events import EventHub
 from dragonfly.domain.fleet import Fleet
 from dragonfly.edge.service import BootEdge
 from dragonfly.images import ImageStore
+from dragonfly.power.drivers import default_registry
+from dragonfly.power.service import PowerService
 from dragonfly.store import SqliteStore, open_store
 from dragonfly.templates.registry import TemplateCatalog
 from dragonfly.workflow.engine import DeploymentEngine
@@ -35,13 +37,16 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
     images = ImageStore(store, config.state_dir)
     templates = TemplateCatalog(store, config.state_dir)
     engine = DeploymentEngine(fleet, store, CatalogSources(templates, images))
+    power = PowerService(store, config.state_dir,
+                         boot_interface=config["boot.interface"] or None)
     return AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                      demo=False, services=[bootlog, edge, images, templates, engine],
+                      demo=False, services=[bootlog, edge, images, templates, engine, power],
                       bootlog=bootlog, edge=edge, images=images, templates=templates,
-                      runner=engine, deployments=engine)
+                      runner=engine, deployments=engine, power=power)
 
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
+    from dragonfly.demo.power import DemoBmcs
     from dragonfly.demo.simulator import Simulator
 
     config = Config.defaults()
@@ -51,7 +56,10 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     ctx = AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
                      demo=True, bootlog=bootlog, templates=TemplateCatalog(store, None))
     simulator = Simulator(fleet, seed=seed, tick=tick, bootlog=bootlog, commands=ctx.commands)
-    ctx.services = [simulator, bootlog]
+    # Fake BMCs, in memory: no key file, nothing on disk.
+    power = PowerService(store, None, registry=default_registry(fake_delay=2.0))
+    ctx.power = power
+    ctx.services = [simulator, bootlog, DemoBmcs(fleet, power), power]
     ctx.runner = simulator
     ctx.edge = simulator.boot_edge
     return ctx

@@ -123,3 +123,14 @@ def test_no_import_circle() -> None:
 
 def test_cycle_finder_finds_a_circle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_package_is_shipped() -> None:
+    """pyproject lists the packages explicitly (web/ and ipxe/ are mapped in): a folder left
+    out is missing from the wheel and the zipapp, and only fails there."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set(), f"add to pyproject's packages: {sorted(found - listed)}"

@@ -108,6 +108,16 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("DELETE", "/api/templates/{slug}"): "admin",
     ("POST", "/api/templates/reload"): "admin",
     ("POST", "/api/templates/{slug}/preview"): "admin",
+    # power: reading state is for readers; BMC records (addresses, users) and every action
+    # are for admins, actions guarded by safety mode and locks
+    ("GET", "/api/power/drivers"): "read",
+    ("GET", "/api/machines/{id}/power"): "read",
+    ("POST", "/api/machines/{id}/power/{op}"): "admin",
+    ("GET", "/api/machines/{id}/bmc"): "admin",
+    ("PUT", "/api/machines/{id}/bmc"): "admin",
+    ("DELETE", "/api/machines/{id}/bmc"): "admin",
+    ("POST", "/api/machines/{id}/bmc/test"): "admin",
+    ("POST", "/api/power/bulk/{op}"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"

@@ -119,6 +119,8 @@ async def delete_machine(request: web.Request) -> dict[str, Any]:
     await ctx.fleet.delete_machine(machine_id)
     await remove_lock(ctx.store, machine_id)
     ctx.commands.forget(machine_id)  # no order waits for a machine that is gone
+    if ctx.power is not None:
+        await ctx.power.delete_bmc(machine_id)  # its record (and encrypted password) too
     return {"ok": True, "id": machine_id}
 
 

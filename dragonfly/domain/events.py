@@ -16,11 +16,12 @@ from dragonfly.boot.log import BOOT
 from dragonfly.domain.fleet import HISTORY, MACHINE, WORKFLOW, summary
 from dragonfly.domain.model import Machine
 from dragonfly.images.model import DOWNLOAD, IMAGE
+from dragonfly.power.service import POWER
 from dragonfly.store import Change, Store, Watch
 
 # Only what every reader may see. Never users, sessions, tokens, audit, settings or setup.
 STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT, "lock", "safety", "boot_edge", IMAGE,
-                DOWNLOAD)
+                DOWNLOAD, POWER)
 HEARTBEAT_SECONDS = 15.0
 
 

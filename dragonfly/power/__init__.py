@@ -1,15 +1,34 @@
-"""Power control (wave 2): one driver interface (IPMI, Redfish, Wake-on-LAN, a fake) with a
-registry, BMC records, polling and the guarded power actions.
+"""Power control: one driver interface (IPMI, Redfish, Wake-on-LAN, OpenJBOD, a fake) with a
+registry (``drivers``), BMC records with passwords encrypted at rest (``records``), the
+``PowerService`` that owns them and monitors every BMC (``service``), and the routes.
 
-``AppContext.power`` holds the service once it exists; this protocol is the slot's shape.
+``AppContext.power`` holds a ``PowerService``; ``PowerControl`` is the shape the routes use.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class PowerControl(Protocol):
-    async def power_state(self, machine_id: str) -> str:
-        """"on", "off" or "unknown" for the machine's BMC."""
+    def drivers(self) -> list[dict[str, Any]]: ...
+
+    async def status(self, machine: str) -> dict[str, Any]:
+        """Driver, supported operations and actions, last poll (state, health, watts)."""
         ...
+
+    async def power_state(self, machine: str) -> str:
+        """"on", "off" or "unknown" for the machine's BMC, asked now."""
+        ...
+
+    async def act(self, machine: str, op: str) -> dict[str, Any]: ...
+
+    async def get_bmc(self, machine: str) -> dict[str, Any]: ...
+
+    async def set_bmc(self, machine: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete_bmc(self, machine: str) -> bool: ...
+
+    async def test_bmc(self, machine: str) -> dict[str, Any]: ...
+
+    async def poll(self, machine: str) -> dict[str, Any]: ...

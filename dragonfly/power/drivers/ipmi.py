@@ -1,0 +1,233 @@
+"""IPMI over LAN (RMCP+) with pyghmi.
+
+pyghmi is blocking: every call runs in the environment's bounded thread pool, under the BMC's
+gate (one command at a time, a minimum interval between commands) and a hard timeout.
+
+Sessions: one ``Command`` per BMC, kept and reused. pyghmi itself shares one logged-in session
+per (BMC, user, password) inside the process (``Session.__new__``), keeps it alive from its one
+I/O thread, and guards a session with an RLock, so threads may use it; we still serialise
+commands per BMC (BMCs allow few sessions and little concurrency). Credentials go to pyghmi as
+bytes: pyghmi 1.6 registers a session being set up under the credentials as given but removes
+that entry under their bytes form, so with str credentials a second Command for the same BMC
+(or any retry after a failed login) finds the stale entry and waits forever or gets a broken
+session. A Command whose session broke is dropped and the next call logs in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dragonfly.power.drivers.base import (
+    BOOT_DISK,
+    BOOT_PXE,
+    CYCLE,
+    HEALTH,
+    OFF,
+    ON,
+    RESET,
+    SOFT_OFF,
+    STATE,
+    WATTS,
+    DriverEnv,
+    PowerDriver,
+    PowerError,
+)
+
+DEFAULT_PORT = 623
+BUSY = ("node busy", "insufficient resources", "cannot execute duplicated request",
+        "temporarily unavailable")
+CREDENTIALS = ("incorrect password", "unauthorized name", "invalid rakp4", "invalid username",
+               "unauthorized role", "unauthorized guid", "invalid role")
+CIPHER = ("cipher suite", "invalid authentication algorithm", "invalid integrity algorithm",
+          "invalid confidentiality algorithm", "md5 required", "no matching integrity")
+TIMEOUTS = ("none", "timeout", "session no longer connected", "session failed to initialize",
+            "")
+
+
+class IpmiDriver(PowerDriver):
+    name = "ipmi"
+    supports = frozenset({ON, OFF, SOFT_OFF, RESET, CYCLE, BOOT_PXE, BOOT_DISK, STATE, HEALTH,
+                          WATTS})
+
+    def __init__(self, address: str, port: int, user: str, password: str, env: DriverEnv, *,
+                 retries: int = 3, retry_delay: float = 0.5) -> None:
+        super().__init__(address)
+        self.port = port or DEFAULT_PORT
+        self._user = user.encode()
+        self._password = password.encode()
+        self.env = env
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.where = address if self.port == DEFAULT_PORT else f"{address}:{self.port}"
+        self._command: Any = None
+        env.on_close(self.close)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        from pyghmi.ipmi import command
+
+        if self._command is None or getattr(self._command.ipmi_session, "broken", False):
+            self._command = None
+            self._command = command.Command(bmc=self.address, userid=self._user,
+                                            password=self._password, port=self.port)
+        return self._command
+
+    async def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        """``fn(command)`` in a thread, retried while the BMC says it is busy."""
+        def run() -> Any:
+            started = time.monotonic()
+            try:
+                return fn(self._connect())
+            except Exception as exc:
+                self._command = None if _session_broken(self._command) else self._command
+                raise _Failed(exc, time.monotonic() - started) from exc
+
+        for attempt in range(self.retries + 1):
+            try:
+                return await self.env.run_blocking(self.where, run, what)
+            except _Failed as failed:
+                text = str(failed.exc).lower()
+                if attempt < self.retries and any(b in text for b in BUSY):
+                    await asyncio.sleep(self.retry_delay * (2 ** attempt))
+                    continue
+                raise self._reason(failed, what) from None
+        raise AssertionError("unreachable")
+
+    def _reason(self, failed: _Failed, what: str) -> PowerError:
+        exc = failed.exc
+        text = str(exc)
+        low = text.lower()
+        if isinstance(exc, socket.gaierror) or "unable to transmit" in low:
+            return PowerError(f"cannot resolve or reach the BMC's address {self.address} "
+                              f"({what})", "unreachable")
+        if any(c in low for c in CREDENTIALS):
+            return PowerError(f"the BMC at {self.where} refused the credentials ({text})",
+                              "credentials")
+        if any(c in low for c in CIPHER):
+            return PowerError(f"unsupported cipher suite: the BMC at {self.where} accepts none "
+                              f"that Dragonfly offers ({text})", "cipher")
+        if any(b in low for b in BUSY):
+            return PowerError(f"the BMC at {self.where} stayed busy after {self.retries} "
+                              f"retries ({text})", "busy")
+        if low.strip() in TIMEOUTS or "timeout" in low or "no longer connected" in low:
+            route = _route_problem(self.address, self.port)
+            if route:
+                return PowerError(f"no route to the BMC at {self.address} ({route})",
+                                  "unreachable")
+            return PowerError(f"timeout: the BMC at {self.where} did not answer within "
+                              f"{failed.elapsed:.0f} s ({what})", "timeout")
+        if "invalid command" in low or "not supported" in low:
+            return PowerError(f"the BMC at {self.where} does not support {what} ({text})",
+                              "unsupported")
+        return PowerError(f"the BMC at {self.where} answered {what} with an error: {text}",
+                          "refused")
+
+    async def close(self) -> None:
+        command, self._command = self._command, None
+        session = getattr(command, "ipmi_session", None)
+        if session is not None and not getattr(session, "broken", True):
+            try:
+                await asyncio.wait_for(asyncio.to_thread(session.logout), 5)
+            except Exception:  # a BMC that is gone cannot be logged out of
+                pass
+
+    # --- the interface ------------------------------------------------------------------
+
+    async def power_state(self) -> str:
+        result = await self._call("get power state", lambda c: c.get_power())
+        state = result.get("powerstate") if isinstance(result, dict) else None
+        return state if state in ("on", "off") else "unknown"
+
+    async def _set_power(self, state: str) -> None:
+        await self._call(f"power {state}", lambda c: c.set_power(state, wait=False))
+
+    async def power_on(self) -> None:
+        await self._set_power("on")
+
+    async def power_off(self) -> None:
+        await self._set_power("off")
+
+    async def soft_off(self) -> None:
+        await self._set_power("shutdown")
+
+    async def reset(self) -> None:
+        await self._set_power("reset")
+
+    async def power_cycle(self) -> None:
+        # Chassis Control "power cycle" (0x02) exists but pyghmi's set_power does not offer
+        # it, and BMCs may refuse it while off: off, wait for off, on.
+        await super().power_cycle()
+
+    async def set_boot_device(self, device: str, once: bool = True) -> None:
+        bootdev = {"pxe": "network", "disk": "hd"}.get(device)
+        if bootdev is None:
+            raise PowerError(f"unknown boot device {device!r} (pxe or disk)", "config")
+
+        def set_bootdev(c: Any) -> Any:
+            result = c.set_bootdev(bootdev, persist=not once)
+            if isinstance(result, dict) and "error" in result:
+                raise RuntimeError(result["error"])
+            return result
+
+        await self._call(f"set boot device {device}", set_bootdev)
+
+    async def health(self) -> str:
+        try:
+            summary = await self._call("read health", lambda c: c.get_health())
+        except PowerError as exc:
+            if exc.reason in ("unsupported", "refused"):
+                return "unknown"  # no sensors (e.g. ipmi_sim without SDRs)
+            raise
+        from pyghmi.constants import Health
+
+        value = int(summary.get("health", 0)) if isinstance(summary, dict) else 0
+        if value & (Health.Critical | Health.Failed):
+            return "critical"
+        if value & Health.Warning:
+            return "warning"
+        return "ok"
+
+    async def watts(self) -> float | None:
+        """DCMI Get Power Reading; None when the BMC has no DCMI power reading."""
+        try:
+            value = await self._call("read power (DCMI)", lambda c: c.get_system_power_watts())
+        except PowerError as exc:
+            if exc.reason in ("unsupported", "refused"):
+                return None
+            raise
+        return float(value) if isinstance(value, int | float) else None
+
+
+class _Failed(Exception):
+    def __init__(self, exc: BaseException, elapsed: float) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.elapsed = elapsed
+
+
+def _session_broken(command: Any) -> bool:
+    session = getattr(command, "ipmi_session", None)
+    return session is None or bool(getattr(session, "broken", True))
+
+
+def _route_problem(address: str, port: int) -> str:
+    """Why the kernel cannot send to ``address`` at all (no route, network down), or ""."""
+    try:
+        infos = socket.getaddrinfo(address, port, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve it: {exc.strerror}"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(sockaddr)
+        except OSError as exc:
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL,
+                             errno.ENETDOWN):
+                return exc.strerror or "unreachable"
+    return ""

@@ -1,0 +1,156 @@
+"""Power over the API: a machine's power status and actions, its BMC record (the password is
+write-only), "test connection", and bulk actions. Power actions are admin-only, refused with
+423 under safety mode or a node lock (the route's guard), and audited as
+``machine.power.<op>`` (the middleware audits what it lets through and what the guard stops;
+these handlers add the failures, and bulk actions audit each machine)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from dragonfly.auth.guard import guard_destructive
+from dragonfly.auth.middleware import auth_of, caller_of
+from dragonfly.context import ctx_of
+from dragonfly.errors import DragonflyError, InvalidInput, Locked, Unavailable
+from dragonfly.http.errors import read_object
+from dragonfly.http.router import ApiRouter, Param
+from dragonfly.power import PowerControl
+from dragonfly.power.drivers import ACTIONS
+from dragonfly.power.drivers.base import PowerError
+
+api = ApiRouter()
+
+_STR = {"type": "string"}
+MAX_BULK = 10_000
+OP = Param("op", "path", required=True, enum=ACTIONS,
+           help="on, off (hard), soft_off (ACPI), reset, cycle, boot_pxe, boot_disk (once)")
+BMC_BODY: dict[str, Any] = {"type": "object", "properties": {
+    "driver": {"type": "string", "enum": ["ipmi", "redfish", "wol", "openjbod", "fake"]},
+    "address": _STR, "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+    "user": _STR, "password": {"type": "string", "writeOnly": True},
+    "system": _STR, "ca_pem": _STR, "insecure": {"type": "boolean"},
+    "mac": _STR, "broadcast": _STR, "enclosure": _STR}}
+
+
+def guard_power(request: web.Request) -> str:
+    """The molly guard's name for a power action: "power on", "power cycle" ..."""
+    return f"power {request.match_info.get('op', '')}"
+
+
+def power_of(request: web.Request) -> PowerControl:
+    power = ctx_of(request).power
+    if power is None:
+        raise Unavailable("power control is not available on this instance")
+    return power
+
+
+def _machine(request: web.Request) -> str:
+    return ctx_of(request).fleet.get_machine(request.match_info["id"]).id
+
+
+@api.get("/api/power/drivers", "The power drivers and what each supports", "power")
+async def list_drivers(request: web.Request) -> list[dict[str, Any]]:
+    return power_of(request).drivers()
+
+
+@api.get("/api/machines/{id}/power", "A machine's power: state, supported operations, last poll",
+         "power")
+async def get_power(request: web.Request) -> dict[str, Any]:
+    return await power_of(request).status(_machine(request))
+
+
+@api.post("/api/machines/{id}/power/{op}", "Power action through the machine's BMC", "power",
+          params=(OP,), access="admin", guard=guard_power)
+async def post_power(request: web.Request) -> dict[str, Any]:
+    power = power_of(request)
+    machine, op = _machine(request), request.match_info["op"]
+    try:
+        return await power.act(machine, op)
+    except PowerError as exc:
+        await auth_of(request).audit(f"machine.power.{op}", caller_of(request), machine=machine,
+                                     outcome="failed", detail={"reason": exc.reason,
+                                                               "error": exc.message})
+        raise
+
+
+@api.get("/api/machines/{id}/bmc", "A machine's BMC record (never its password)", "power",
+         access="admin")
+async def get_bmc(request: web.Request) -> dict[str, Any]:
+    return await power_of(request).get_bmc(_machine(request))
+
+
+@api.put("/api/machines/{id}/bmc", "Set a machine's BMC record (the password is write-only)",
+         "power", access="admin", body=BMC_BODY)
+async def put_bmc(request: web.Request) -> dict[str, Any]:
+    power = power_of(request)
+    machine = _machine(request)
+    record = await power.set_bmc(machine, await read_object(request))
+    await auth_of(request).audit("bmc.set", caller_of(request), machine=machine, detail={
+        "driver": record["driver"], "address": record["address"],
+        "password_set": record["has_password"]})
+    return record
+
+
+@api.delete("/api/machines/{id}/bmc", "Remove a machine's BMC record", "power", access="admin")
+async def delete_bmc(request: web.Request) -> dict[str, Any]:
+    power = power_of(request)
+    machine = _machine(request)
+    if await power.delete_bmc(machine):
+        await auth_of(request).audit("bmc.delete", caller_of(request), machine=machine)
+    return {"machine": machine, "configured": False}
+
+
+@api.post("/api/machines/{id}/bmc/test", "Test the connection to a machine's BMC", "power",
+          access="admin")
+async def test_bmc(request: web.Request) -> dict[str, Any]:
+    return await power_of(request).test_bmc(_machine(request))
+
+
+@api.post("/api/power/bulk/{op}", "A power action on many machines, each guarded on its own",
+          "power", params=(OP,), access="admin",
+          body={"type": "object", "required": ["machines"],
+                "properties": {"machines": {"type": "array", "items": _STR}}})
+async def bulk_power(request: web.Request) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    power = power_of(request)
+    op = request.match_info["op"]
+    if op not in ACTIONS:
+        raise InvalidInput(f"unknown power operation {op!r}: one of {', '.join(ACTIONS)}")
+    body = await read_object(request)
+    machines = body.get("machines")
+    if (not isinstance(machines, list) or not all(isinstance(m, str) for m in machines)
+            or not 0 < len(machines) <= MAX_BULK):
+        raise InvalidInput(f"machines must be a list of 1 to {MAX_BULK} machine ids")
+    auth, caller = auth_of(request), caller_of(request)
+    action, what = f"machine.power.{op}", f"power {op}"
+    slots = asyncio.Semaphore(16)
+
+    async def one(machine: str) -> dict[str, Any]:
+        async with slots:
+            try:
+                ctx.fleet.get_machine(machine)
+                await guard_destructive(ctx, machine, what)
+            except Locked as exc:
+                await auth.audit(action, caller, machine=machine, outcome="denied",
+                                 detail={"blocked_by": "guard", "bulk": True})
+                return {"machine": machine, "ok": False, "status": exc.status,
+                        "error": exc.message}
+            except DragonflyError as exc:
+                return {"machine": machine, "ok": False, "status": exc.status,
+                        "error": exc.message}
+            try:
+                await power.act(machine, op)
+            except DragonflyError as exc:
+                await auth.audit(action, caller, machine=machine, outcome="failed",
+                                 detail={"error": exc.message, "bulk": True})
+                return {"machine": machine, "ok": False, "status": exc.status,
+                        "error": exc.message}
+            await auth.audit(action, caller, machine=machine, detail={"bulk": True})
+            return {"machine": machine, "ok": True, "status": 200, "error": ""}
+
+    results = await asyncio.gather(*(one(m) for m in dict.fromkeys(machines)))
+    return {"op": op, "ok": sum(r["ok"] for r in results), "failed":
+            sum(not r["ok"] for r in results), "results": list(results)}
