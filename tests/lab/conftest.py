@@ -148,3 +148,20 @@ async def lab_server(lab_net: LabNet) -> AsyncIterator[Callable[[web.Application
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+# --- the Debian 12 deployment image --------------------------------------------------------------
+# (appended: tests/lab/os_image.py builds it; imported here so existing imports stay untouched)
+from tests.lab import os_image as os_image_builder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def os_image(lab_tools: None) -> os_image_builder.OsImage:
+    """A real, bootable Debian 12 disk image (GPT: BIOS boot, ESP, root "root"; GRUB for BIOS
+    and UEFI; cloud-init with NoCloud) as raw, raw.xz and qcow2 with SHA256SUMS, built offline
+    with mmdebstrap once and cached in $DRAGONFLY_LAB_CACHE/os-image/ (~4 min the first time).
+    The files are shared: copy before writing (``os_image_builder.copy_disk``)."""
+    try:
+        return os_image_builder.build_os_image()
+    except os_image_builder.OsImageError as exc:
+        pytest.fail(f"cannot build the Debian OS image offline: {exc}")
