@@ -32,6 +32,8 @@ pytestmark = pytest.mark.lab
 
 GiB = 1 << 30
 HOSTNAME = "lab-web-1"
+# Merged into the template's cloud-config as the operator's own part (deploy option user_data).
+POWER_OFF = "#cloud-config\npower_state:\n  mode: poweroff\n  delay: now\n"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3l0ZXN0a2V5Zm9yZHJhZ29uZmx5bGFi lab@test"
 
 
@@ -243,7 +245,8 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     server.post(f"/api/machines/{machine['id']}/actions/adopt", {})
     started = time.monotonic()
     answer = server.post(f"/api/machines/{machine['id']}/actions/deploy", {
-        "template": "lab-debian", "options": {"hostname": HOSTNAME, "ssh_keys": [SSH_KEY]}})
+        "template": "lab-debian", "options": {"hostname": HOSTNAME, "ssh_keys": [SSH_KEY],
+                                              "user_data": POWER_OFF}})
     assert answer["state"] == "deploying", answer
 
     kill9 = firmware == "bios"  # once: kill -9 the server while the image is being written
@@ -288,7 +291,12 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     steps = [s["step"] for s in server.get(f"/api/boot/{mac}")["steps"]]
     assert steps.count("kernel") == 1, steps  # the discovery kernel once: never re-entered
 
-    booted.proc.stop()
+    # The operator's user-data powers it off after the phone-home: a clean shutdown, so
+    # what the OS wrote (host keys, hostname) is on the disk when the host reads it.
+    deadline = time.monotonic() + 180
+    while booted.exited() is None and time.monotonic() < deadline:
+        time.sleep(2)
+    assert booted.exited() == 0, booted.diagnostics()
     facts = inspect_disk(disk, tmp_path)
     assert "No problems found" in facts["verify"], facts["verify"]
     root_end, usable = last_sector_of_root(facts["table"])
