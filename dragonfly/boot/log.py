@@ -3,7 +3,9 @@
 DHCP, TFTP, the HTTP boot endpoints and the agent check-in all report here. Steps are kept in
 memory (bounded) and flushed to the store as one ``boot`` document per MAC at most once a
 second, so a DHCP flood never turns into a write storm, yet the panel sees timelines live over
-SSE and they survive a restart.
+SSE and they survive a restart. During a flood of steps (thousands a second) that write
+waits until the flood eases, up to ``MAX_DEFER_SECONDS``: recording stays a few dictionary
+operations on the answer path.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ BOOT = "boot"
 MAX_MACS = 10_000
 MAX_STEPS = 60
 COALESCE_SECONDS = 10.0
+# A DHCP flood (a rack powering on) records thousands of steps a second. Writing them then
+# would compete with the answers for the one event loop (and the GIL: the store encodes and
+# writes in a thread), so while steps arrive faster than this the periodic write waits, for at
+# most MAX_DEFER_SECONDS. Timelines stay complete and live in memory (the API reads them
+# there); only their copy in the store lags.
+BUSY_STEPS_PER_SECOND = 2000
+MAX_DEFER_SECONDS = 10.0
+FLUSH_CHUNK = 1000  # timelines per store commit: the loop runs between chunks
 DISCOVER_UNANSWERED = 10.0  # seconds of discovers without our offer before saying so
 
 # The chain, in order. A machine is expected to go through these; where it stops, diagnose()
@@ -113,6 +123,8 @@ class BootLog:
         # diagnosis reaches the panel as an event even though no packet arrived.
         self._deadlines: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._recorded = 0  # steps since the flush loop last looked (flood detection)
+        self._deferred_since: float | None = None
 
     # --- Service ------------------------------------------------------------------------------
 
@@ -132,23 +144,46 @@ class BootLog:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
+            if self._busy():
+                continue
             try:
                 await self.flush()
             except Exception:
                 log.exception("flushing boot timelines failed; will retry")
 
+    def _busy(self) -> bool:
+        """Whether to put the periodic write off: steps arrive as in a flood, and it has not
+        been put off for MAX_DEFER_SECONDS already."""
+        recorded, self._recorded = self._recorded, 0
+        if recorded <= BUSY_STEPS_PER_SECOND * self.flush_interval or not self._dirty:
+            self._deferred_since = None
+            return False
+        now = time.monotonic()
+        if self._deferred_since is None:
+            self._deferred_since = now
+        if now - self._deferred_since < MAX_DEFER_SECONDS:
+            return True
+        self._deferred_since = None
+        return False
+
     async def flush(self) -> None:
         now = self.clock()
-        for mac, deadline in list(self._deadlines.items()):
-            if deadline <= now:
+        if self._deadlines:
+            expired = [mac for mac, deadline in self._deadlines.items() if deadline <= now]
+            for mac in expired:
                 del self._deadlines[mac]
-                self._dirty.add(mac)
+            self._dirty.update(expired)
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
-        ops = [Put(BOOT, mac, self.timeline(mac)) for mac in dirty if mac in self._timelines]
-        if ops:
-            await self.store.commit(ops)
+        macs = [mac for mac in dirty if mac in self._timelines]
+        for start in range(0, len(macs), FLUSH_CHUNK):
+            chunk = macs[start:start + FLUSH_CHUNK]
+            try:
+                await self.store.commit([Put(BOOT, mac, self.timeline(mac)) for mac in chunk])
+            except BaseException:
+                self._dirty.update(macs[start:])  # written by the next flush
+                raise
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -163,17 +198,23 @@ class BootLog:
         return self._ip_to_mac.get(ip)
 
     def record(self, mac: str, step: str, detail: dict[str, Any] | None = None) -> None:
+        # On the DHCP answer path (once per DISCOVER and per OFFER): keep it to a few
+        # dictionary operations; the store write is the flush loop's.
         mac = mac.lower()
         now = self.clock()
-        detail = detail or {}
-        steps = self._timelines.get(mac)
+        if detail is None:
+            detail = {}
+        self._recorded += 1
+        timelines = self._timelines
+        steps = timelines.get(mac)
         if steps is None:
-            steps = self._timelines[mac] = []
-            while len(self._timelines) > MAX_MACS:
-                evicted, _ = self._timelines.popitem(last=False)
+            steps = timelines[mac] = []
+            while len(timelines) > MAX_MACS:
+                evicted, _ = timelines.popitem(last=False)
                 self._dirty.discard(evicted)
+                self._deadlines.pop(evicted, None)
         else:
-            self._timelines.move_to_end(mac)
+            timelines.move_to_end(mac)
         last = steps[-1] if steps else None
         # Firmware retransmits: fold repeats of the same step into one line with a count.
         if (last is not None and last["step"] == step and last["detail"] == detail
@@ -183,7 +224,8 @@ class BootLog:
         else:
             steps.append({"at": now, "last_at": now, "step": step, "count": 1,
                           "label": STEP_LABELS.get(step, step), "detail": detail})
-            del steps[:-MAX_STEPS]
+            if len(steps) > MAX_STEPS:
+                del steps[:-MAX_STEPS]
         self._dirty.add(mac)
         expectation = _EXPECT_BY_STEP.get(step)
         if expectation is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from dragonfly.boot.registry import BootDecision
 
 
-@dataclass
+@dataclass(slots=True)
 class Remembered:
     xid: int
     decision: BootDecision
@@ -60,15 +60,17 @@ class BootMemory:
 
     def record(self, mac: str, xid: int, decision: BootDecision) -> None:
         now = self._clock()
-        entry = self._entries.pop(mac, None)
-        if entry is None:
-            entry = Remembered(xid, decision, now)
-        entry.xid, entry.decision, entry.decided_at = xid, decision, now
+        entries = self._entries
+        entry = entries.get(mac)
+        if entry is None:  # most recent last: eviction drops the oldest
+            entry = entries[mac] = Remembered(xid, decision, now)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
+        else:
+            entries.move_to_end(mac)
+            entry.xid, entry.decision, entry.decided_at = xid, decision, now
         if decision.loader is not None and not decision.script:
             entry.loader, entry.loader_at, entry.fetched = decision.loader, now, False
-        self._entries[mac] = entry  # most recent last: eviction drops the oldest
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
 
     def note_fetched(self, mac: str, loader: str) -> None:
         """Called when TFTP/HTTP saw this MAC's host download ``loader``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 IPXE_USER_CLASS = "iPXE"
 SCRIPT_PATH = "/boot/{mac}.ipxe"
@@ -124,8 +125,11 @@ class BootDecision:
     vendor_class: str = "PXEClient"  # option 60 to echo in the reply
     script: bool = False  # boot_file is the per-MAC iPXE script URL
 
-    @property
+    @cached_property
     def summary(self) -> dict[str, object]:
+        """What the boot doctor shows of this decision. Computed once (decisions are cached
+        per kind of client and this goes into every OFFER's timeline step): do not mutate,
+        copy it."""
         return {"answer": self.answer, "method": self.method, "loader": self.loader,
                 "boot_file": self.boot_file, "next_server": self.next_server,
                 "script": self.script, "reason": self.reason}

@@ -28,11 +28,13 @@ from dragonfly.edge.dhcp import options as o
 from dragonfly.edge.dhcp.codec import (
     BOOTREPLY,
     BOOTREQUEST,
+    HEADER_SIZE,
     MessageType,
     Packet,
     decode,
     encode,
     encode_options,
+    encode_reply_fast,
 )
 from dragonfly.edge.dhcp.leases import LeasePool
 
@@ -81,6 +83,9 @@ def reason_key(reason: str) -> str:
     return _DIGITS.sub("N", reason)
 
 
+_UUID_ONLY = frozenset({int(o.Opt.CLIENT_UUID)})
+
+
 @dataclass(frozen=True)
 class Reply:
     data: bytes
@@ -117,6 +122,13 @@ class Responder:
         self.counters = DhcpCounters()
         self._decisions: dict[tuple[Any, ...], BootDecision] = {}
         self._static: dict[tuple[int, str, bool], bytes] = {}
+        self._discover_details: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._raw_ips: dict[str, bytes] = {}
+        # Deferred events (``defer_events``): the server sends a whole batch of replies first
+        # and then hands the batch's events to ``on_event`` (``deliver_events``), so the boot
+        # doctor's bookkeeping is never between a DISCOVER and its OFFER.
+        self.defer_events = False
+        self._queued: list[tuple[str, str, dict[str, Any]]] = []
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -150,10 +162,26 @@ class Responder:
     def _emit(self, mac: str, step: str, detail: dict[str, Any]) -> None:
         if self.on_event is None:
             return
+        if self.defer_events:
+            self._queued.append((mac, step, detail))
+            return
         try:
             self.on_event(mac, step, detail)
         except Exception:
             log.exception("DHCP: on_event callback failed for %s %s", mac, step)
+
+    def deliver_events(self) -> None:
+        """Hand the deferred events to ``on_event``, in the order they happened."""
+        queued = self._queued
+        if not queued or self.on_event is None:
+            return
+        self._queued = []
+        on_event = self.on_event
+        for mac, step, detail in queued:
+            try:
+                on_event(mac, step, detail)
+            except Exception:
+                log.exception("DHCP: on_event callback failed for %s %s", mac, step)
 
     def mac_for_ip(self, ip: str) -> str | None:
         """The MAC holding a lease on ``ip`` (full mode). Addresses the site's server hands
@@ -260,13 +288,25 @@ class Responder:
     def _emit_discover(self, p: Packet, pxe_port: bool) -> None:
         if self.on_event is None:
             return
-        facts = self.facts(p, self.memory.loader_sent(p.mac))
-        self._emit(p.mac, "dhcp_discover", {
-            "xid": p.xid, "port": 4011 if pxe_port else 67, "arch": facts.arch,
-            "arch_name": arch_name(facts.arch), "vendor_class": facts.vendor_class,
-            "user_class": list(facts.user_classes), "ipxe": facts.is_ipxe,
-            "ipxe_features": sorted(facts.ipxe_features), "uuid": o.client_uuid(p),
-            "relay": p.giaddr if p.giaddr != ZERO else None})
+        # What the client says about itself is the same for most of a flood (a rack of one
+        # model): derive that part once per kind of client, as the decisions are.
+        opts = p.options
+        key = (opts.get(93), opts.get(60), opts.get(77), opts.get(175))
+        static = self._discover_details.get(key)
+        if static is None:
+            facts = self.facts(p)
+            static = {"arch": facts.arch, "arch_name": arch_name(facts.arch),
+                      "vendor_class": facts.vendor_class,
+                      "user_class": list(facts.user_classes), "ipxe": facts.is_ipxe,
+                      "ipxe_features": sorted(facts.ipxe_features)}
+            if len(self._discover_details) >= 1024:
+                self._discover_details.clear()
+            self._discover_details[key] = static
+        detail: dict[str, Any] = {"xid": p.xid, "port": 4011 if pxe_port else 67}
+        detail.update(static)
+        detail["uuid"] = o.client_uuid(p)
+        detail["relay"] = p.giaddr if p.giaddr != ZERO else None
+        self._emit(p.mac, "dhcp_discover", detail)
 
     def _emit_request(self, p: Packet, port: int, sid: str | None, ours: bool) -> None:
         if self.on_event is None:
@@ -340,15 +380,49 @@ class Responder:
         file = self._boot_options(p, decision, opts, pxe_port, static=False)
         prefix = self._static_options(mtype, decision.vendor_class,
                                       o.Opt.VENDOR_SPECIFIC not in opts)
+        if not pxe_port and p.giaddr == ZERO and opts.keys() <= _UUID_ONLY:
+            # The flood case (a PXE ROM on the local segment): straight to bytes.
+            data = self._fast_reply(p, decision, file, prefix, opts.get(o.Opt.CLIENT_UUID))
+            if data is not None:
+                dest = self._destination(p, source, pxe_port)
+                self._emit_answer(p, mtype, decision, dest)
+                return Reply(data, dest)
         reply = Packet(BOOTREPLY, p.xid, p.chaddr, p.htype, p.hlen, 0, 0, p.flags,
                        p.ciaddr if pxe_port else ZERO, ZERO, decision.next_server, p.giaddr,
                        b"", file, opts)
         dest = self._destination(p, source, pxe_port)
-        step = "dhcp_offer" if mtype == MessageType.OFFER else "dhcp_ack"
-        if self.on_event is not None:
-            self._emit(p.mac, step, {"xid": p.xid, "to": f"{dest[0]}:{dest[1]}",
-                                     **decision.summary})
+        self._emit_answer(p, mtype, decision, dest)
         return self._finish(p, reply, dest, prefix)
+
+    def _emit_answer(self, p: Packet, mtype: MessageType, decision: BootDecision,
+                     dest: tuple[str, int]) -> None:
+        if self.on_event is not None:
+            detail: dict[str, Any] = {"xid": p.xid, "to": f"{dest[0]}:{dest[1]}"}
+            detail.update(decision.summary)
+            self._emit(p.mac, "dhcp_offer" if mtype == MessageType.OFFER else "dhcp_ack",
+                       detail)
+
+    def _fast_reply(self, p: Packet, decision: BootDecision, file: bytes, prefix: bytes,
+                    uuid: bytes | None) -> bytes | None:
+        """``encode``'s bytes for a reply with only option 97 beside the static ones, or None
+        when the slow path must decide (odd sizes, a bad address)."""
+        siaddr = self._raw_ips.get(decision.next_server)
+        if siaddr is None:
+            try:
+                siaddr = socket.inet_aton(decision.next_server)
+            except OSError:
+                return None
+            if len(self._raw_ips) < 64:
+                self._raw_ips[decision.next_server] = siaddr
+        options = prefix
+        if uuid is not None:
+            if len(uuid) > 255:
+                return None
+            options = prefix + bytes((o.Opt.CLIENT_UUID, len(uuid))) + uuid
+        if HEADER_SIZE + 4 + len(options) + 1 > 576 or len(p.chaddr) != 16:
+            return None
+        return encode_reply_fast(p.xid, p.chaddr, p.htype, p.hlen, p.flags, siaddr, file,
+                                 options)
 
     # --- full mode ----------------------------------------------------------------------------
 
