@@ -204,8 +204,9 @@ def agent_deploys_and_reboots(server: Server, guest: Guest, machine_id: str,
     return workflow_of(server, machine_id)
 
 
-def inspect_disk(disk: Path, tmp_path: Path) -> dict[str, Any]:
-    """The deployed disk, read from the host: GPT sanity, the root partition, its files."""
+def inspect_disk(disk: Path, tmp_path: Path, instance_id: str) -> dict[str, Any]:
+    """The deployed disk, read from the host: GPT sanity, the root partition, what the first
+    boot left on it (hostname, host keys, cloud-init's result, the grown filesystem)."""
     verify = subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True)
     table = subprocess.run(["sgdisk", "-p", str(disk)], capture_output=True, text=True,
                            check=True).stdout
@@ -216,8 +217,16 @@ def inspect_disk(disk: Path, tmp_path: Path) -> dict[str, Any]:
             keys = {p.name: p.read_text().strip()
                     for p in (mount / "etc/ssh").glob("ssh_host_*_key.pub")}
             seed = sorted(p.name for p in (mount / "var/lib/cloud/seed/nocloud").iterdir())
+            # (/var/lib/cloud/instance is an absolute symlink: follow it by hand)
+            finished = (mount / "var/lib/cloud/instances" / instance_id
+                        / "boot-finished").exists()
+            result_file = mount / "var/lib/cloud/data/result.json"
+            result = json.loads(result_file.read_text()) if result_file.exists() else None
+            fs = os.statvfs(mount)
+            fs_bytes = fs.f_blocks * fs.f_frsize
     return {"verify": verify.stdout + verify.stderr, "table": table, "hostname": hostname,
-            "keys": keys, "seed": seed}
+            "keys": keys, "seed": seed, "boot_finished": finished, "result": result,
+            "fs_bytes": fs_bytes}
 
 
 def last_sector_of_root(table: str) -> tuple[int, int]:
@@ -297,10 +306,17 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     while booted.exited() is None and time.monotonic() < deadline:
         time.sleep(2)
     assert booted.exited() == 0, booted.diagnostics()
-    facts = inspect_disk(disk, tmp_path)
+    facts = inspect_disk(disk, tmp_path, final["id"])
     assert "No problems found" in facts["verify"], facts["verify"]
     root_end, usable = last_sector_of_root(facts["table"])
     assert usable - root_end < 2048, facts["table"]  # the root partition fills the disk
+    root_start = int(next(line for line in facts["table"].splitlines()
+                          if line.strip().startswith("3 ")).split()[1])
+    assert facts["fs_bytes"] > 0.95 * (root_end - root_start + 1) * 512  # and its filesystem
+    assert facts["boot_finished"], "cloud-init did not finish the deployment's instance"
+    assert facts["result"] is not None and facts["result"]["v1"]["errors"] == [], \
+        facts["result"]
+    assert facts["result"]["v1"]["datasource"].startswith("DataSourceNoCloud")
     assert facts["hostname"] == HOSTNAME
     assert facts["seed"] == ["meta-data", "network-config", "user-data"]
     on_disk = facts["keys"]["ssh_host_ed25519_key.pub"].split()[:2]
