@@ -20,12 +20,14 @@ def discovery_script(mac: str, base: str) -> str:
 
 
 def local_boot_script(machine: Machine) -> str:
-    # UEFI: leave iPXE so the firmware tries its next boot entry (the installed OS).
+    # UEFI: leave iPXE with a failure, so the firmware tries its next boot entry (the
+    # installed OS): EDK2's BdsDxe only moves on when an entry fails; one that returns success
+    # ends in the boot manager's menu (found with OVMF in the lab).
     # BIOS: boot the first hard disk directly; if that fails, leave to the next device.
     return (
         "#!ipxe\n"
         f"echo Dragonfly: {machine.name} is {machine.state.value}; booting the local disk\n"
-        "iseq ${platform} efi && exit ||\n"
+        "iseq ${platform} efi && exit 1 ||\n"
         "sanboot --no-describe --drive 0x80 || exit\n"
     )
 
