@@ -27,6 +27,7 @@ import pytest
 
 from tests.lab.harness import DiscoveryImage, Guest, LabNet, Proc, QemuFactory, start_process
 from tests.lab.os_image import OsImage, loop_disk, mounted, sha256_file
+from tests.lab.test_lab_e2e import dragonfly
 
 pytestmark = pytest.mark.lab
 
@@ -64,13 +65,6 @@ class Server:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._curl("-X", "POST", "-H", "Content-Type: application/json",
                           "-d", json.dumps(body), self.url(path))
-
-
-def dragonfly(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([sys.executable, "-m", "dragonfly", *args], input=stdin,
-                            capture_output=True, text=True, timeout=60, check=True,
-                            env={**os.environ, **(env or {})})
-    return result.stdout.strip()
 
 
 @pytest.fixture
