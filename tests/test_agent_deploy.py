@@ -375,11 +375,12 @@ async def test_full_deployment_on_a_loop_device(tmp_path: Path, tools_path: str,
         assert debugfs_cat(part, f"/var/lib/cloud/seed/nocloud/{name}", tmp_path) == text
     assert debugfs_cat(part, "/etc/hostname", tmp_path) == "image\n"
 
-    # The UEFI entry: the old Dragonfly entry replaced, network boot kept first.
+    # The UEFI entry: the old Dragonfly entry replaced, network boot kept first, and the
+    # reboot that follows straight into the new entry (BootNext).
     calls = (tmp_path / "efibootmgr.calls").read_text().splitlines()
     assert calls == ["", "-q -b 0003 -B",
                      f"-c -d {loop_disk} -p 1 -L Dragonfly -l {LOADER}",
-                     "-q -o 0001,0000,0007"]
+                     "-q -o 0001,0000,0007", "-q -n 0007"]
     assert standin.result(6)["entry"] == "Boot0007"
 
 

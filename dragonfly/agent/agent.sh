@@ -1267,10 +1267,12 @@ act_boot_entry() {
     cat "$WORK/efi.after" >>"$ALOG"
     entry=$(sed -n 's/^Boot\([0-9A-Fa-f]\{4\}\)\*\{0,1\} Dragonfly.*/\1/p' "$WORK/efi.after" | tail -n 1)
     # The new entry goes last: network boot stays first, so that the server keeps deciding
-    # (its iPXE script boots the local disk).
+    # (its iPXE script boots the local disk). The reboot that follows goes straight to it
+    # (BootNext): leaving iPXE makes the firmware try its other network entries first.
     [ -n "$order" ] && [ -n "$entry" ] && logged efibootmgr -q -o "$order,$entry"
+    [ -n "$entry" ] && logged efibootmgr -q -n "$entry"
     RESULT="\"entry\":$(jstr "Boot$entry")"
-    MSG="UEFI boot entry Boot$entry for $loader on partition $esp of $DISK"
+    MSG="UEFI boot entry Boot$entry for $loader on partition $esp of $DISK, booted next"
 }
 
 # Run deployment $1: next action, execute, report, until `reboot` (returns 1 after rebooting)

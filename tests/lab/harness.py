@@ -420,7 +420,8 @@ class QemuFactory:
               kernel: Path | None = None, initrd: Path | None = None, append: str = "",
               disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
               seconds: int = 180, tap: str | None = None, ipxe_rom: bool | None = None,
-              extra: Sequence[str] = (), disk: Path | None = None) -> Guest:
+              extra: Sequence[str] = (), disk: Path | None = None,
+              nvram: Path | None = None) -> Guest:
         """BIOS (SeaBIOS + the NIC's iPXE ROM) or UEFI (OVMF with its own EDK2 PXE: the NIC's
         ROM is dropped with romfile=, unless ``ipxe_rom=True``). Without ``kernel`` the guest
         network-boots (-boot n / bootindex=1). ``seconds`` bounds its life (timeout(1))."""
@@ -436,8 +437,11 @@ class QemuFactory:
                 "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
         nic = f"virtio-net-pci,netdev=n0,mac={mac}"
         if firmware == "uefi":
-            vars_copy = work / "OVMF_VARS.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            # ``nvram``: the variables of an earlier guest, kept as a machine keeps them across
+            # a reboot (boot entries, BootNext); else a fresh copy.
+            vars_copy = nvram or work / "OVMF_VARS.fd"
+            if nvram is None:
+                shutil.copyfile(OVMF_VARS, vars_copy)
             args += ["-machine", "q35,graphics=off",
                      "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]

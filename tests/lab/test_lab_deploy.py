@@ -279,8 +279,11 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
                             text=True, timeout=20).stdout
     assert "booting the local disk" in script, script
 
+    # The same machine powered on again: its disk, and under UEFI its NVRAM (the agent's boot
+    # entry and BootNext).
     booted = qemu.start("installed", mac, firmware=firmware, disk=disk, memory_mib=1024,
-                        seconds=900)
+                        seconds=900, nvram=guest.workdir / "OVMF_VARS.fd"
+                        if firmware == "uefi" else None)
 
     def installed() -> bool:
         return bool(server.get(f"/api/machines/{machine['id']}")["state"] == "installed")
