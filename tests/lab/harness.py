@@ -421,7 +421,7 @@ class QemuFactory:
               disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
               seconds: int = 180, tap: str | None = None, ipxe_rom: bool | None = None,
               extra: Sequence[str] = (), disk: Path | None = None,
-              nvram: Path | None = None) -> Guest:
+              nvram: Path | None = None, network_first: bool = True) -> Guest:
         """BIOS (SeaBIOS + the NIC's iPXE ROM) or UEFI (OVMF with its own EDK2 PXE: the NIC's
         ROM is dropped with romfile=, unless ``ipxe_rom=True``). Without ``kernel`` the guest
         network-boots (-boot n / bootindex=1). ``seconds`` bounds its life (timeout(1))."""
@@ -445,7 +445,9 @@ class QemuFactory:
             args += ["-machine", "q35,graphics=off",
                      "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
-            if kernel is None:
+            # (QEMU's boot order, when given, is what OVMF boots by, whatever its NVRAM says;
+            # without it OVMF follows its own BootOrder and BootNext.)
+            if kernel is None and network_first:
                 nic += ",bootindex=1"
         elif firmware == "bios":
             args += ["-machine", "pc,graphics=off"]
