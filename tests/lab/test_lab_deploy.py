@@ -355,16 +355,18 @@ def test_bad_checksum_and_a_disk_too_small_fail_with_their_reasons(
     assert "checksum mismatch" in bad["state_reason"], bad["state_reason"]
     assert bad["state_reason"].startswith("Fetch and verify the image: ")
 
-    # The agent still waits in discovery: deploying again reaches it, and the disk is refused.
-    server.post(f"/api/machines/{machine['id']}/actions/deploy", {"template": "lab-debian"})
+    # The agent still waits in discovery: deploying again reaches it, and the disk it was
+    # told to use is refused with both sizes.
+    server.post(f"/api/machines/{machine['id']}/actions/deploy", {
+        "template": "lab-debian", "options": {"disk": "/dev/vda"}})
 
     def refused() -> dict[str, Any] | None:
         current = server.get(f"/api/machines/{machine['id']}")
         return current if current["state"] == "failed" \
-            and "smaller" in current["state_reason"] else None
+            and current["state_reason"].startswith("Choose") else None
     small = wait_until("the disk refusal", refused, 300, guest, server, machine["id"])
-    assert small["state_reason"].startswith("Choose the target disk: "), small["state_reason"]
-    assert "is smaller than the image" in small["state_reason"]
+    assert small["state_reason"] == ("Choose the target disk: disk /dev/vda (512 MiB) is "
+                                     "smaller than the image (1 GiB)"), small["state_reason"]
     assert all(w["state"] != "succeeded"
                for w in server.get(f"/api/machines/{machine['id']}/workflows"))
     assert guest.exited() is None  # nothing rebooted: the agent went back to waiting
