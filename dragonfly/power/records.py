@@ -67,6 +67,10 @@ class SecretBox:
         self.path = state_dir / KEY_FILE if state_dir is not None else None
         self._fernet: Fernet | None = None
 
+    def load(self) -> None:
+        """Read (or create) the key: blocking file I/O, for a thread at start."""
+        self._key()
+
     def _key(self) -> Fernet:
         if self._fernet is None:
             self._fernet = Fernet(self._load_or_create())

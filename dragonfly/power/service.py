@@ -102,6 +102,7 @@ class PowerService:
     # --- service ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.box.load)  # the key file, before anything is sealed
         for doc in await self.store.list(BMC):
             self._records[doc.key] = from_document(doc.data, self.box)
         for doc in await self.store.list(POWER):

@@ -48,6 +48,25 @@ class PowerError(DragonflyError):
         self.reason = reason
 
 
+def http_failure(exc: BaseException, who: str, timeout: float) -> PowerError:
+    """What an HTTP driver's request failure means, in words: ``who`` is "the BMC at URL"
+    or the like. Anything not an aiohttp or timeout error is re-raised as it is."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return PowerError(f"{who} presented a certificate that is not trusted "
+                          f"({exc.certificate_error}): give its CA bundle, or switch "
+                          "verification off explicitly (insecure)", "tls")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return PowerError(f"TLS with {who} failed: {exc}", "tls")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return PowerError(f"no route to {who} ({exc.os_error.strerror or exc.os_error})",
+                          "unreachable")
+    if isinstance(exc, TimeoutError):
+        return PowerError(f"timeout: {who} did not answer within {timeout:g} s", "timeout")
+    if isinstance(exc, aiohttp.ClientError):
+        return PowerError(f"{who} broke off the connection ({exc})", "unreachable")
+    raise exc
+
+
 class Unsupported(PowerError):
     """The driver (or this BMC) cannot do the operation."""
 

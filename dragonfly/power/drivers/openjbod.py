@@ -25,6 +25,7 @@ from dragonfly.power.drivers.base import (
     DriverEnv,
     PowerDriver,
     PowerError,
+    http_failure,
 )
 from dragonfly.power.drivers.redfish import basic_auth
 
@@ -59,16 +60,9 @@ class OpenJbodDriver(PowerDriver):
                                                ssl=self._ssl) as response:
                 body = await response.read()
                 status = response.status
-        except aiohttp.ClientConnectorError as exc:
-            raise PowerError(f"no route to the OpenJBOD controller at {self.base} "
-                             f"({exc.os_error.strerror or exc.os_error})", "unreachable"
-                             ) from None
-        except TimeoutError:
-            raise PowerError(f"timeout: the OpenJBOD controller at {self.base} did not answer "
-                             f"within {self.env.timeout:g} s", "timeout") from None
-        except aiohttp.ClientError as exc:
-            raise PowerError(f"the OpenJBOD controller at {self.base} broke off ({exc})",
-                             "unreachable") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise http_failure(exc, f"the OpenJBOD controller at {self.base}",
+                               self.env.timeout) from None
         if status in (401, 403):
             raise PowerError(f"the OpenJBOD controller at {self.base} refused the credentials",
                              "credentials")

@@ -40,6 +40,7 @@ from dragonfly.power.drivers.base import (
     PowerDriver,
     PowerError,
     Unsupported,
+    http_failure,
 )
 
 ROOT = "/redfish/v1/"
@@ -135,22 +136,8 @@ class RedfishDriver(PowerDriver):
                                                allow_redirects=False) as response:
                 body = await response.read()
                 return _Response(response.status, CIMultiDict(response.headers), body)
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise PowerError(f"the BMC at {self.base} presented a certificate that is not "
-                             f"trusted ({exc.certificate_error}): give its CA bundle, or "
-                             "switch verification off explicitly (insecure)", "tls") from None
-        except aiohttp.ClientSSLError as exc:
-            raise PowerError(f"TLS with the BMC at {self.base} failed: {exc}", "tls") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise PowerError(f"no route to the BMC at {self.base} "
-                             f"({exc.os_error.strerror or exc.os_error})", "unreachable"
-                             ) from None
-        except TimeoutError:
-            raise PowerError(f"timeout: the BMC at {self.base} did not answer within "
-                             f"{self.env.timeout:g} s", "timeout") from None
-        except aiohttp.ClientError as exc:
-            raise PowerError(f"the BMC at {self.base} broke off the connection ({exc})",
-                             "unreachable") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise http_failure(exc, f"the BMC at {self.base}", self.env.timeout) from None
 
     async def _request(self, method: str, path: str, *, json: Any = None,
                        headers: dict[str, str] | None = None) -> _Response:
