@@ -256,8 +256,7 @@ class DeploymentEngine:
                 raise InvalidInput(f"no agent action {index} in workflow {workflow_id}")
             action = wf.actions[index]
             now = self.clock()
-            action.setdefault("started_at", now)
-            action["started_at"] = action["started_at"] or now
+            action["started_at"] = action.get("started_at") or now
             action["last_report"] = now
             if "log" in body:
                 action["log"] = str(body["log"])[-LOG_LIMIT:]
