@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 
 from tests.lab.harness import DiscoveryImage, Guest, LabNet, Proc, QemuFactory, start_process
 from tests.lab.os_image import OsImage, loop_disk, mounted, sha256_file
+from tests.lab.test_lab_e2e import Server as E2eServer
 from tests.lab.test_lab_e2e import dragonfly
 
 pytestmark = pytest.mark.lab
@@ -38,33 +38,23 @@ POWER_OFF = "#cloud-config\npower_state:\n  mode: poweroff\n  delay: now\n"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3l0ZXN0a2V5Zm9yZHJhZ29uZmx5bGFi lab@test"
 
 
-@dataclass
-class Server:
-    net: LabNet
-    port: int
-    token: str
-    proc: Proc
-    state: Path
-
-    def _curl(self, *args: str) -> Any:
-        result = subprocess.run(
-            self.net.exec_args("curl", "-s", "--max-time", "10", "-H",
-                               f"Authorization: Bearer {self.token}", *args),
-            capture_output=True, text=True, timeout=20)
-        if result.returncode != 0:
-            raise AssertionError(f"curl {args} failed ({result.returncode}): {result.stderr}\n"
-                                 f"server log:\n{self.proc.tail(60)}")
-        return json.loads(result.stdout)
+class Server(E2eServer):
+    """The boot-edge lab test's server (``api`` GETs), which also POSTs."""
 
     def url(self, path: str) -> str:
         return f"http://{self.net.server_ip}:{self.port}{path}"
 
-    def get(self, path: str) -> Any:
-        return self._curl(self.url(path))
-
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        return self._curl("-X", "POST", "-H", "Content-Type: application/json",
-                          "-d", json.dumps(body), self.url(path))
+        result = subprocess.run(
+            self.net.exec_args("curl", "-s", "--max-time", "10", "-H",
+                               f"Authorization: Bearer {self.token}", "-X", "POST", "-H",
+                               "Content-Type: application/json", "-d", json.dumps(body),
+                               self.url(path)),
+            capture_output=True, text=True, timeout=20)
+        if result.returncode != 0:
+            raise AssertionError(f"POST {path} failed ({result.returncode}): {result.stderr}\n"
+                                 f"server log:\n{self.proc.tail(60)}")
+        return json.loads(result.stdout)
 
 
 @pytest.fixture
@@ -98,7 +88,7 @@ def servers(lab_net: LabNet, tmp_path: Path, discovery_image: DiscoveryImage
         while time.monotonic() < deadline:
             assert proc.alive(), f"dragonfly serve exited:\n{proc.tail()}"
             try:
-                server.get("/api/version")
+                server.api("/api/version")
                 return server
             except (AssertionError, json.JSONDecodeError):
                 time.sleep(0.3)
@@ -154,9 +144,9 @@ def zstd_image(image: OsImage) -> tuple[Path, str]:
 def wait_for_machine(server: Server, guest: Guest, seconds: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for item in server.get("/api/machines?limit=100")["items"]:
+        for item in server.api("/api/machines?limit=100")["items"]:
             if item["mac"] == guest.mac:
-                return dict(server.get(f"/api/machines/{item['id']}"))
+                return dict(server.api(f"/api/machines/{item['id']}"))
         if guest.exited() is not None:
             raise AssertionError(f"{guest.name} stopped before checking in:\n"
                                  f"{guest.diagnostics()}\nserver:\n{server.proc.tail()}")
@@ -166,8 +156,8 @@ def wait_for_machine(server: Server, guest: Guest, seconds: float = 300) -> dict
 
 
 def workflow_of(server: Server, machine_id: str) -> dict[str, Any]:
-    machine = server.get(f"/api/machines/{machine_id}")
-    return dict(server.get(f"/api/workflows/{machine['workflow_id']}"))
+    machine = server.api(f"/api/machines/{machine_id}")
+    return dict(server.api(f"/api/workflows/{machine['workflow_id']}"))
 
 
 def wait_until(what: str, check: Callable[[], Any], seconds: float, guest: Guest,
@@ -273,7 +263,7 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     assert names["select-disk"]["result"]["disk"] == "/dev/vda"
     assert names["stream-image"]["bytes_total"] == os_image.raw_bytes
     assert workflow["written_at"] and workflow["rebooted_at"]
-    assert server.get(f"/api/machines/{machine['id']}")["state"] == "deploying"
+    assert server.api(f"/api/machines/{machine['id']}")["state"] == "deploying"
     # The image is on the disk and the iPXE script now boots it: a network-first reboot.
     script = subprocess.run(lab_net_curl(server, f"/boot/{mac}.ipxe"), capture_output=True,
                             text=True, timeout=20).stdout
@@ -290,7 +280,7 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
                         network_first=not uefi)
 
     def installed() -> bool:
-        return bool(server.get(f"/api/machines/{machine['id']}")["state"] == "installed")
+        return bool(server.api(f"/api/machines/{machine['id']}")["state"] == "installed")
     wait_until("the phone-home", installed, 600, booted, server, machine["id"])
     done = time.monotonic()
     final = workflow_of(server, machine["id"])
@@ -298,7 +288,7 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     assert final["installed"]["hostname"] == HOSTNAME
     posted = final["installed"]["host_keys"]
     assert posted.get("pub_key_ed25519", "").startswith("ssh-ed25519 ")
-    steps = [s["step"] for s in server.get(f"/api/boot/{mac}")["steps"]]
+    steps = [s["step"] for s in server.api(f"/api/boot/{mac}")["steps"]]
     assert steps.count("kernel") == 1, steps  # the discovery kernel once: never re-entered
     if not uefi:  # the network-first reboot asked for its script, which booted the disk
         assert steps.count("ipxe_script") >= 2, steps
@@ -349,7 +339,7 @@ def test_bad_checksum_and_a_disk_too_small_fail_with_their_reasons(
     server.post(f"/api/machines/{machine['id']}/actions/deploy", {"template": "lab-corrupt"})
 
     def failed() -> dict[str, Any] | None:
-        current = server.get(f"/api/machines/{machine['id']}")
+        current = server.api(f"/api/machines/{machine['id']}")
         return current if current["state"] == "failed" else None
     bad = wait_until("the checksum refusal", failed, 120, guest, server, machine["id"])
     assert "checksum mismatch" in bad["state_reason"], bad["state_reason"]
@@ -361,12 +351,12 @@ def test_bad_checksum_and_a_disk_too_small_fail_with_their_reasons(
         "template": "lab-debian", "options": {"disk": "/dev/vda"}})
 
     def refused() -> dict[str, Any] | None:
-        current = server.get(f"/api/machines/{machine['id']}")
+        current = server.api(f"/api/machines/{machine['id']}")
         return current if current["state"] == "failed" \
             and current["state_reason"].startswith("Choose") else None
     small = wait_until("the disk refusal", refused, 300, guest, server, machine["id"])
     assert small["state_reason"] == ("Choose the target disk: disk /dev/vda (512 MiB) is "
                                      "smaller than the image (1 GiB)"), small["state_reason"]
     assert all(w["state"] != "succeeded"
-               for w in server.get(f"/api/machines/{machine['id']}/workflows"))
+               for w in server.api(f"/api/machines/{machine['id']}/workflows"))
     assert guest.exited() is None  # nothing rebooted: the agent went back to waiting
