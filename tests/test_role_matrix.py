@@ -118,6 +118,11 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("DELETE", "/api/machines/{id}/bmc"): "admin",
     ("POST", "/api/machines/{id}/bmc/test"): "admin",
     ("POST", "/api/power/bulk/{op}"): "admin",
+    ("GET", "/api/power"): "read",
+    ("POST", "/api/power/adopt"): "admin",
+    ("GET", "/api/power/adoptions"): "admin",
+    ("GET", "/api/power/adoptions/{adoption}"): "admin",
+    ("DELETE", "/api/power/adoptions/{adoption}"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
@@ -239,6 +244,8 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = [world.mac]
         elif name == "loader":
             values[name] = ["undionly.kpxe"]
+        elif name == "adoption":
+            values[name] = ["0" * 12]
         else:
             pytest.fail(f"the role matrix cannot fill {{{name}}} in {method} {path}: teach "
                         "concrete_paths() a real value for it")

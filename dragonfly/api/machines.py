@@ -13,7 +13,7 @@ from dragonfly.auth.guard import (
     lock_of,
     remove_lock,
 )
-from dragonfly.auth.middleware import caller_of
+from dragonfly.auth.middleware import auth_of, caller_of
 from dragonfly.context import ctx_of
 from dragonfly.domain.fleet import SORT_KEYS, summary
 from dragonfly.domain.model import (
@@ -207,7 +207,13 @@ async def machine_action(request: web.Request) -> dict[str, Any]:
                               "discovered and tagged, not deployed")
         await ctx.runner.start_deployment(machine, action, slug, actor=_actor(request),
                                           options=body.get("options"))
+        power = await _reimage_through_bmc(request, machine.id) if action == "reimage" else None
         machine = ctx.fleet.get_machine(machine.id)
+        if power is not None:
+            data = machine.to_dict()
+            data["actions"] = allowed_transitions(machine.state)
+            data["power"] = power
+            return data
     else:
         reason = body.get("reason", "")
         if not isinstance(reason, str) or len(reason) > 500:
@@ -216,6 +222,26 @@ async def machine_action(request: web.Request) -> dict[str, Any]:
     data = machine.to_dict()
     data["actions"] = allowed_transitions(machine.state)
     return data
+
+
+async def _reimage_through_bmc(request: web.Request, machine_id: str) -> dict[str, Any]:
+    """An Installed machine sits in its OS: one-time PXE and a power cycle through its BMC
+    make the deployment run unattended. Without a capable BMC the deployment waits for the
+    machine's next network boot, and the answer says so."""
+    ctx = ctx_of(request)
+    if ctx.power is None:
+        return {"attempted": False, "ok": False, "ops": [],
+                "error": "power control is not available: boot the machine from the network"}
+    result = await ctx.power.boot_into_pxe(machine_id)
+    if result["attempted"]:
+        await auth_of(request).audit(
+            "machine.power.reimage", caller_of(request), machine=machine_id,
+            outcome="ok" if result["ok"] else "failed",
+            detail={"ops": result["ops"], "error": result["error"]})
+    message = (f"Reimage: one-time network boot and {result['ops'][-1]} through the BMC"
+               if result["ok"] else f"Reimage: {result['error']}")
+    await ctx.fleet.record(machine_id, "power", message, {"actor": _actor(request), **result})
+    return result
 
 
 @api.get("/api/machines/{id}/history", "A machine's event history, newest first", "machines",

@@ -7,14 +7,27 @@ registry (``drivers``), BMC records with passwords encrypted at rest (``records`
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from dragonfly.power.adopt import Adoptions
 
 
 class PowerControl(Protocol):
+    adoptions: Adoptions
+
     def drivers(self) -> list[dict[str, Any]]: ...
 
     async def status(self, machine: str) -> dict[str, Any]:
         """Driver, supported operations and actions, last poll (state, health, watts)."""
+        ...
+
+    async def all_status(self) -> list[dict[str, Any]]:
+        """``status`` of every machine with a BMC record."""
+        ...
+
+    async def boot_into_pxe(self, machine: str) -> dict[str, Any]:
+        """One-time PXE and a power cycle (or on), for an unattended reimage."""
         ...
 
     async def power_state(self, machine: str) -> str:

@@ -14,7 +14,7 @@ from aiohttp import web
 from dragonfly.auth.guard import guard_destructive
 from dragonfly.auth.middleware import auth_of, caller_of
 from dragonfly.context import ctx_of
-from dragonfly.errors import DragonflyError, InvalidInput, Locked, Unavailable
+from dragonfly.errors import DragonflyError, InvalidInput, Locked, NotFound, Unavailable
 from dragonfly.http.errors import read_object
 from dragonfly.http.router import ApiRouter, Param
 from dragonfly.power import PowerControl
@@ -56,6 +56,12 @@ async def list_drivers(request: web.Request) -> list[dict[str, Any]]:
     return power_of(request).drivers()
 
 
+@api.get("/api/power", "Power status of every machine with a BMC (the list's power column)",
+         "power")
+async def list_power(request: web.Request) -> list[dict[str, Any]]:
+    return await power_of(request).all_status()
+
+
 @api.get("/api/machines/{id}/power", "A machine's power: state, supported operations, last poll",
          "power")
 async def get_power(request: web.Request) -> dict[str, Any]:
@@ -76,10 +82,20 @@ async def post_power(request: web.Request) -> dict[str, Any]:
         raise
 
 
-@api.get("/api/machines/{id}/bmc", "A machine's BMC record (never its password)", "power",
-         access="admin")
+@api.get("/api/machines/{id}/bmc", "A machine's BMC record (never its password); without "
+         "one, ``configured`` is false and ``suggested`` holds the BMC its agent reported",
+         "power", access="admin")
 async def get_bmc(request: web.Request) -> dict[str, Any]:
-    return await power_of(request).get_bmc(_machine(request))
+    power = power_of(request)
+    machine = ctx_of(request).fleet.get_machine(request.match_info["id"])
+    try:
+        return {**await power.get_bmc(machine.id), "configured": True}
+    except NotFound:
+        pass
+    reported = machine.bmc or {}
+    suggested = ({"driver": "ipmi", "address": str(reported["ip"])}
+                 if reported.get("ip") else {})
+    return {"machine": machine.id, "configured": False, "suggested": suggested}
 
 
 @api.put("/api/machines/{id}/bmc", "Set a machine's BMC record (the password is write-only)",
@@ -107,6 +123,52 @@ async def delete_bmc(request: web.Request) -> dict[str, Any]:
           access="admin")
 async def test_bmc(request: web.Request) -> dict[str, Any]:
     return await power_of(request).test_bmc(_machine(request))
+
+
+@api.get("/api/power/adoptions", "Adoptions from a BMC: waiting, linked or failed", "power",
+         access="admin")
+async def list_adoptions(request: web.Request) -> list[dict[str, Any]]:
+    return power_of(request).adoptions.all()
+
+
+@api.post("/api/power/adopt", "Adopt a machine never seen from its BMC: one-time PXE and power "
+          "on; the agent's reported BMC address links the record to the machine", "power",
+          access="admin", body=BMC_BODY)
+async def adopt(request: web.Request) -> dict[str, Any]:
+    adoptions = power_of(request).adoptions
+    body = await read_object(request)
+    try:
+        result = await adoptions.adopt(body)
+    except DragonflyError as exc:
+        await auth_of(request).audit("bmc.adopt", caller_of(request), outcome="failed",
+                                     detail={"address": str(body.get("address", ""))[:255],
+                                             "error": exc.message})
+        raise
+    await auth_of(request).audit(
+        "bmc.adopt", caller_of(request), outcome="ok" if result["state"] != "failed"
+        else "failed", detail={"adoption": result["id"], "driver": result["driver"],
+                               "address": result["address"], "error": result["reason"]})
+    if result["state"] == "failed":
+        reason = str(result["steps"][-1].get("reason", "protocol")) if result["steps"] else ""
+        raise PowerError(f"cannot power on the BMC at {result['address']}: {result['reason']}",
+                         reason, {"reason": reason, "adoption": result})
+    return result
+
+
+@api.get("/api/power/adoptions/{adoption}", "One adoption from a BMC", "power",
+         access="admin")
+async def get_adoption(request: web.Request) -> dict[str, Any]:
+    return power_of(request).adoptions.get(request.match_info["adoption"])
+
+
+@api.delete("/api/power/adoptions/{adoption}", "Forget an adoption (the BMC record it made "
+            "for a machine stays)", "power", access="admin")
+async def delete_adoption(request: web.Request) -> dict[str, Any]:
+    adoption = request.match_info["adoption"]
+    await power_of(request).adoptions.remove(adoption)
+    await auth_of(request).audit("bmc.adopt.delete", caller_of(request),
+                                 detail={"adoption": adoption})
+    return {"id": adoption, "deleted": True}
 
 
 @api.post("/api/power/bulk/{op}", "A power action on many machines, each guarded on its own",

@@ -25,8 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from dragonfly.errors import InvalidInput, NotFound
+from dragonfly.power.adopt import Adoptions
 from dragonfly.power.drivers import ACTIONS, DriverEnv, PowerDriver, Registry, default_registry
-from dragonfly.power.drivers.base import HEALTH, STATE, WATTS, PowerError
+from dragonfly.power.drivers.base import (
+    BOOT_PXE,
+    CYCLE,
+    HEALTH,
+    ON,
+    RESET,
+    STATE,
+    WATTS,
+    PowerError,
+)
 from dragonfly.power.records import (
     BMC,
     BmcRecord,
@@ -98,6 +108,7 @@ class PowerService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        self.adoptions = Adoptions(self)
 
     # --- service ----------------------------------------------------------------------
 
@@ -112,8 +123,10 @@ class PowerService:
             for machine in self._records:
                 self._schedule(machine, self._rng.uniform(0, self.interval))
             self._scheduler = asyncio.create_task(self._run_scheduler(), name="power monitor")
+        await self.adoptions.start()
 
     async def stop(self) -> None:
+        await self.adoptions.stop()
         tasks = [t for t in (self._scheduler, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -145,6 +158,10 @@ class PowerService:
     def drivers(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "supports": sorted(s.supports), "summary": s.summary}
                 for s in sorted(self.registry.specs.values(), key=lambda s: s.name)]
+
+    def records(self) -> dict[str, BmcRecord]:
+        """Every machine's record (a copy of the mapping)."""
+        return dict(self._records)
 
     def record(self, machine: str) -> BmcRecord:
         record = self._records.get(machine)
@@ -217,6 +234,10 @@ class PowerService:
                 "supports": sorted(supports),
                 "actions": [a for a in ACTIONS if a in supports]}
 
+    async def all_status(self) -> list[dict[str, Any]]:
+        """``status`` of every machine that has a BMC record."""
+        return [await self.status(machine) for machine in sorted(self._records)]
+
     async def power_state(self, machine: str) -> str:
         """"on", "off" or "unknown", asked of the BMC now."""
         return await self._driver(machine).power_state()
@@ -234,6 +255,34 @@ class PowerService:
         if self.monitor and STATE in driver.supports:
             self._schedule(machine, self.settle)  # see the state land soon
         return {"machine": machine, "op": op, "ok": True}
+
+    async def boot_into_pxe(self, machine: str) -> dict[str, Any]:
+        """For an unattended reimage: one-time PXE boot, then a power cycle (or power on when
+        the machine is off). ``attempted`` is False when there is no BMC record or its driver
+        cannot set the boot device; ``ok`` False with ``error`` when the BMC failed."""
+        if machine not in self._records:
+            return {"attempted": False, "ok": False, "ops": [],
+                    "error": "no BMC configured: boot the machine from the network by hand"}
+        supports = self.supports(machine)
+        if BOOT_PXE not in supports or not supports & {CYCLE, RESET, ON}:
+            return {"attempted": False, "ok": False, "ops": [],
+                    "error": f"the {self._records[machine].driver} driver cannot set a "
+                             "one-time network boot: boot the machine from the network by hand"}
+        done: list[str] = []
+        try:
+            await self.act(machine, BOOT_PXE)
+            done.append(BOOT_PXE)
+            state = await self.power_state(machine) if STATE in supports else "unknown"
+            if state == "off" and ON in supports:
+                op = ON
+            else:
+                op = CYCLE if CYCLE in supports else RESET if RESET in supports else ON
+            await self.act(machine, op)
+            done.append(op)
+        except PowerError as exc:
+            return {"attempted": True, "ok": False, "ops": done, "reason": exc.reason,
+                    "error": self.scrub(exc.message, self._records[machine])}
+        return {"attempted": True, "ok": True, "ops": done, "error": ""}
 
     async def test_bmc(self, machine: str) -> dict[str, Any]:
         """Try every read the driver supports; say exactly which failed and why."""
@@ -253,7 +302,7 @@ class PowerService:
             try:
                 value = await read()
             except PowerError as exc:
-                steps.append({"step": step, "ok": False, "detail": self._scrub(exc.message,
+                steps.append({"step": step, "ok": False, "detail": self.scrub(exc.message,
                                                                                record),
                               "reason": exc.reason})
                 if exc.reason in ("unreachable", "timeout", "credentials", "cipher", "tls"):
@@ -283,7 +332,7 @@ class PowerService:
             if WATTS in driver.supports:
                 live.watts = await driver.watts()
         except PowerError as exc:
-            error, reason = self._scrub(exc.message, record), exc.reason
+            error, reason = self.scrub(exc.message, record), exc.reason
         now = self.clock()
         live.checked_at = now
         live.error, live.reason = error, reason
@@ -309,7 +358,7 @@ class PowerService:
             live.written, live.written_at = doc, self.clock()
 
     @staticmethod
-    def _scrub(text: str, record: BmcRecord) -> str:
+    def scrub(text: str, record: BmcRecord) -> str:
         """Never let a password reach a message (a BMC could echo it back)."""
         if record.password and len(record.password) >= 3:
             text = text.replace(record.password, "********")
