@@ -65,6 +65,21 @@ def tools_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(d)
 
 
+GRUB_DEFAULT = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n'
+GRUB_CFG = """menuentry 'Debian GNU/Linux' {
+\tinsmod ext2
+\tlinux\t/boot/vmlinuz-6.1.0-1-cloud-amd64 root=UUID=abcd ro console=ttyS0
+\tinitrd\t/boot/initrd.img-6.1.0-1-cloud-amd64
+}
+menuentry 'Debian GNU/Linux (recovery mode)' {
+\tlinux /boot/vmlinuz-6.1.0-1-cloud-amd64 root=UUID=abcd ro single
+\tinitrd /boot/initrd.img-6.1.0-1-cloud-amd64
+}
+"""
+BLS_ENTRY = "title Rocky Linux\nlinux /vmlinuz-5.14\noptions root=UUID=abcd ro\n"
+KERNEL_ARGS = "net.ifnames=0 dragonfly.test=yes"
+
+
 @dataclass
 class Image:
     raw: bytes
@@ -97,6 +112,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     tree = d / "tree"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc/hostname").write_text("image\n")
+    # What a Debian image's boot loader carries, for the template's kernel arguments.
+    (tree / "etc/default").mkdir()
+    (tree / "etc/default/grub").write_text(GRUB_DEFAULT)
+    (tree / "boot/grub").mkdir(parents=True)
+    (tree / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+    (tree / "boot/loader/entries").mkdir(parents=True)  # a Fedora-style (BLS) entry too
+    (tree / "boot/loader/entries/abc-6.1.conf").write_text(BLS_ENTRY)
     (tree / "var/lib/cloud").mkdir(parents=True)
     rootfs = d / "root.ext4"
     with open(rootfs, "wb") as fh:
@@ -293,7 +315,8 @@ def image_actions(disk: str, image: Image, **override: Any) -> list[dict[str, An
         stream,
         {"name": "verify", "disk": disk, "raw_size": len(image.raw), "sha256": image.sha256},
         {"name": "fix-gpt", "disk": disk, **locate},
-        {"name": "write-seed", "disk": disk, **locate, "seed_url": "/seed"},
+        {"name": "write-seed", "disk": disk, **locate, "seed_url": "/seed",
+         "kernel_args": KERNEL_ARGS},
         {"name": "boot-entry", "disk": disk, "uefi": True, "loader": LOADER},
         {"name": "reboot"},
     ]
@@ -374,6 +397,20 @@ async def test_full_deployment_on_a_loop_device(tmp_path: Path, tools_path: str,
     for name, text in SEED.items():
         assert debugfs_cat(part, f"/var/lib/cloud/seed/nocloud/{name}", tmp_path) == text
     assert debugfs_cat(part, "/etc/hostname", tmp_path) == "image\n"
+    # The template's kernel arguments: on both of GRUB's kernel lines for the first boot, and
+    # in GRUB_CMDLINE_LINUX for update-grub later; nothing else touched.
+    grub_cfg = debugfs_cat(part, "/boot/grub/grub.cfg", tmp_path)
+    assert grub_cfg == GRUB_CFG.replace("console=ttyS0\n", f"console=ttyS0 {KERNEL_ARGS}\n"
+                                        ).replace("single\n", f"single {KERNEL_ARGS}\n")
+    assert debugfs_cat(part, "/etc/default/grub", tmp_path) == GRUB_DEFAULT + (
+        "# Added by Dragonfly: the template's kernel arguments.\n"
+        f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {KERNEL_ARGS}"\n')
+    assert debugfs_cat(part, "/boot/loader/entries/abc-6.1.conf", tmp_path) == \
+        BLS_ENTRY.replace("ro\n", f"ro {KERNEL_ARGS}\n")
+    seeded = standin.result(5)
+    assert seeded["kernel_args"] == KERNEL_ARGS
+    assert "/boot/grub/grub.cfg, /boot/loader/entries/abc-6.1.conf, /etc/default/grub" in next(
+        b["message"] for _, i, b in standin.reports if i == 5 and b["state"] == "succeeded")
 
     # The UEFI entry: the old Dragonfly entry replaced, network boot kept first, and the
     # reboot that follows straight into the new entry (BootNext).

@@ -101,6 +101,7 @@ def test_domain_catalog_is_a_view_of_the_builtins() -> None:
     ({"uefi_loader": "/EFI/debian/shimx64.efi"}, "uefi_loader", "backslashes"),
     ({"default_user": "Root User"}, "default_user", "not a user name"),
     ({"ssh_keys": ["hunter2"]}, "ssh_keys[0]", "OpenSSH public key"),
+    ({"kernel_args": "console=ttyS0 init=\"$(reboot)\""}, "kernel_args", "not accepted: \" $"),
     ({"family": "windows"}, "family", "is not one of"),
 ])
 def test_validation_names_the_field_and_the_reason(over: dict[str, Any], field: str,

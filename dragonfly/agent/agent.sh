@@ -1184,6 +1184,7 @@ grow_mbr() {
 }
 
 act_write_seed() {
+    BOOT_MNT=""
     disk_arg || return 1
     seed=$(param seed_url)
     if [ -z "$seed" ]; then
@@ -1212,7 +1213,14 @@ act_write_seed() {
     ok=1
     { mkdir -p "$dir" && cp "$WORK/seed/meta-data" "$WORK/seed/user-data" \
         "$WORK/seed/network-config" "$dir/" && chmod 600 "$dir/user-data"; } >>"$ALOG" 2>&1 || ok=0
+    args=$(param kernel_args)
+    KMSG=""
+    kok=0
+    if [ "$ok" = 1 ] && [ -n "$args" ]; then
+        kernel_args_into "$mnt" "$args" || kok=1
+    fi
     sync
+    [ -n "$BOOT_MNT" ] && logged umount "$BOOT_MNT"
     if ! logged umount "$mnt"; then
         MSG="cannot unmount $ROOT_DEV"
         return 1
@@ -1221,7 +1229,76 @@ act_write_seed() {
         MSG="cannot write the seed to $ROOT_DEV"
         return 1
     fi
-    MSG="cloud-init seed written to var/lib/cloud/seed/nocloud on $ROOT_DEV"
+    if [ "$kok" = 1 ]; then
+        MSG=$KMSG
+        return 1
+    fi
+    RESULT="$RESULT,\"kernel_args\":$(jstr "$args")"
+    MSG="cloud-init seed written to var/lib/cloud/seed/nocloud on $ROOT_DEV${KMSG:+; $KMSG}"
+}
+
+# The /boot filesystem of the root mounted at $1, when /etc/fstab puts it on a partition of
+# its own (Rocky and AlmaLinux do): mounted at $1/boot, BOOT_MNT set for the unmount.
+mount_boot() {
+    BOOT_MNT=""
+    spec=$(awk '$1 !~ /^#/ && $2 == "/boot" { print $1; exit }' "$1/etc/fstab" 2>/dev/null)
+    [ -n "$spec" ] || return 0
+    case "$spec" in
+        UUID=*) dev=$(blkid -U "${spec#UUID=}" 2>/dev/null) ;;
+        LABEL=*) dev=$(blkid -L "${spec#LABEL=}" 2>/dev/null) ;;
+        /dev/*) dev=$spec ;;
+        *) dev="" ;;
+    esac
+    if [ -z "$dev" ]; then
+        KMSG="kernel arguments: /boot is on '$spec', which no partition on this machine matches"
+        return 1
+    fi
+    if ! logged mount "$dev" "$1/boot"; then
+        KMSG="kernel arguments: cannot mount /boot ($dev)"
+        return 1
+    fi
+    BOOT_MNT=$1/boot
+}
+
+# Append kernel arguments $2 to the installed system at $1, for its first boot and for kernels
+# installed later: GRUB's generated kernel lines, boot loader spec entries (Fedora-style),
+# /etc/kernel/cmdline, and GRUB_CMDLINE_LINUX (a line after the others in /etc/default/grub,
+# which update-grub and grub2-mkconfig source). Lines that already carry them are left as they
+# are, so a repeated action changes nothing. KMSG says what changed, or why nothing could.
+kernel_args_into() {
+    mnt=$1 a=$2
+    mount_boot "$mnt" || return 1
+    edited=""
+    edit() {  # FILE AWK-PATTERN: append $a to the matching lines that lack it
+        [ -f "$1" ] || return 0
+        awk -v a="$a" -v re="$2" '$0 ~ re && index($0, a) == 0 { sub(/[ \t]*$/, ""); $0 = $0 " " a } { print }' \
+            "$1" >"$1.dfly" || return 1
+        if ! cmp -s "$1" "$1.dfly"; then
+            cat "$1.dfly" >"$1" || return 1
+            edited="$edited ${1#"$mnt"}"
+        elif grep -q -F -e "$a" "$1"; then
+            edited="$edited ${1#"$mnt"}"  # done by an earlier run of this action
+        fi
+        rm -f "$1.dfly"
+    }
+    for cfg in "$mnt"/boot/grub/grub.cfg "$mnt"/boot/grub2/grub.cfg; do
+        edit "$cfg" '^[ \t]*linux(16|efi)?[ \t]' || { KMSG="kernel arguments: cannot edit ${cfg#"$mnt"}"; return 1; }
+    done
+    for entry in "$mnt"/boot/loader/entries/*.conf; do
+        edit "$entry" '^options[ \t]' || { KMSG="kernel arguments: cannot edit ${entry#"$mnt"}"; return 1; }
+    done
+    if [ -z "$edited" ]; then
+        KMSG="kernel arguments: no GRUB configuration (boot/grub/grub.cfg, boot/grub2/grub.cfg) and no boot loader entries on $ROOT_DEV${BOOT_MNT:+ or its /boot}"
+        return 1
+    fi
+    edit "$mnt/etc/kernel/cmdline" '.' || { KMSG="kernel arguments: cannot edit /etc/kernel/cmdline"; return 1; }
+    if [ -f "$mnt/etc/default/grub" ] && ! grep -qxF "GRUB_CMDLINE_LINUX=\"\$GRUB_CMDLINE_LINUX $a\"" "$mnt/etc/default/grub"; then
+        printf '# Added by Dragonfly: the template'"'"'s kernel arguments.\nGRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX %s"\n' "$a" \
+            >>"$mnt/etc/default/grub" || { KMSG="kernel arguments: cannot edit /etc/default/grub"; return 1; }
+        edited="$edited /etc/default/grub"
+    fi
+    alog "kernel arguments '$a' added to:$edited"
+    KMSG="kernel arguments added to$(echo "$edited" | sed 's/ /, /g; s/^,//')"
 }
 
 act_boot_entry() {

@@ -193,6 +193,17 @@ def _text_ok(value: str, limit: int) -> str | None:
     return None
 
 
+def _kernel_args_problem(value: str) -> str | None:
+    """The agent appends the arguments to GRUB's and the boot loader spec's kernel lines and
+    to ``GRUB_CMDLINE_LINUX``: quotes, backslashes, ``$`` and backquotes would change what
+    those files mean, so they are refused rather than escaped."""
+    bad = sorted({c for c in value if c in "\"'`$\\;"})
+    if bad:
+        return ("kernel arguments are plain words separated by spaces (console=ttyS0,115200 "
+                f"net.ifnames=0); these characters are not accepted: {' '.join(bad)}")
+    return None
+
+
 def _url_problem(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -233,7 +244,7 @@ def _problems(t: OsTemplate) -> dict[str, str]:
         if problem:
             e[f"ssh_keys[{i}]"] = problem
             break
-    problem = _text_ok(t.kernel_args, 1024)
+    problem = _text_ok(t.kernel_args, 1024) or _kernel_args_problem(t.kernel_args)
     if problem:
         e["kernel_args"] = problem
     if len(t.user_data) > USER_DATA_MAX:

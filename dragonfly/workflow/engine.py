@@ -50,6 +50,7 @@ class DeployTemplate:
     uefi_loader: str = ""
     phone_home_timeout: float = 1800.0
     min_disk_bytes: int = 0  # the smallest disk the template asks for (0: the image's size)
+    kernel_args: str = ""  # appended to the installed boot loader's kernel command line
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ class DeploymentEngine:
             tpl = await self.sources.template(wf.template)
             params = plan.agent_params(wf, action["name"], base=base, root=tpl.root,
                                        uefi_loader=tpl.uefi_loader,
-                                       min_disk_bytes=tpl.min_disk_bytes)
+                                       min_disk_bytes=tpl.min_disk_bytes,
+                                       kernel_args=tpl.kernel_args)
             if action["state"] == "pending":
                 action.update(state="running", started_at=self.clock())
                 wf.stage = action["label"]

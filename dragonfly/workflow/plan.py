@@ -63,7 +63,8 @@ def result_of(workflow: Workflow, name: str, key: str, default: Any = "") -> Any
 
 
 def agent_params(workflow: Workflow, name: str, *, base: str, root: dict[str, str],
-                 uefi_loader: str, min_disk_bytes: int = 0) -> dict[str, Any]:
+                 uefi_loader: str, min_disk_bytes: int = 0, kernel_args: str = ""
+                 ) -> dict[str, Any]:
     """The flat parameters of agent action ``name`` (protocol table)."""
     image = workflow.image
     disk = str(result_of(workflow, "select-disk", "disk"))
@@ -85,7 +86,8 @@ def agent_params(workflow: Workflow, name: str, *, base: str, root: dict[str, st
         return {"disk": disk, **locate}
     if name == "write-seed":
         return {"disk": disk, **locate,
-                "seed_url": f"{base}/api/agent/workflows/{workflow.id}/seed"}
+                "seed_url": f"{base}/api/agent/workflows/{workflow.id}/seed",
+                "kernel_args": kernel_args}
     if name == "boot-entry":
         return {"disk": disk, "uefi": True, "loader": uefi_loader}
     return {}

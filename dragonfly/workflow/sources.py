@@ -25,7 +25,8 @@ class CatalogSources:
         return DeployTemplate(
             tpl.slug, tpl.name,
             {"label": tpl.root_label, "parttype": tpl.root_parttype, "fstype": tpl.root_fstype},
-            tpl.uefi_loader, float(tpl.phone_home_timeout), tpl.disk_bytes_needed)
+            tpl.uefi_loader, float(tpl.phone_home_timeout), tpl.disk_bytes_needed,
+            tpl.kernel_args)
 
     async def prepare_image(self, slug: str) -> PreparedImage:
         tpl = await self.templates.get(slug)
