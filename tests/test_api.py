@@ -269,3 +269,12 @@ async def test_register_machine_by_mac(client: TestClient) -> None:
                 {"mac": "52:54:00:aa:bb:03", "name": "x" * 80}):
         response = await client.post("/api/machines", json=bad)
         assert response.status == 400, bad
+
+
+async def test_the_demo_lists_no_images_and_refuses_image_bytes(client: TestClient) -> None:
+    # The demo has no image store: its templates page lists nothing cached (not a 503), and
+    # serving an image still says plainly that there is no store.
+    listed = await client.get("/api/images")
+    assert listed.status == 200 and await listed.json() == {"images": [], "downloads": []}
+    served = await client.get("/images/" + "0" * 64)
+    assert served.status == 503 and "no image store" in (await served.json())["error"]

@@ -943,6 +943,10 @@ progress_loop() {
     done
 }
 
+zstd_reads() {
+    command -v zstd >/dev/null 2>&1 && zstd -H 2>&1 | grep -q -e "--format=$1"
+}
+
 act_stream_image() {
     disk_arg || return 1
     url=$(param url)
@@ -951,8 +955,10 @@ act_stream_image() {
     raw=$(num "$(param raw_size)")
     case "$fmt" in
         raw | '') dec=cat ;;
-        gz) dec="gunzip -c" ;;
-        xz) dec=xzcat ;;
+        # zstd, where it was built with zlib and liblzma (Debian's is), decodes gzip and xz
+        # with those libraries: about a third faster than busybox's own decoders.
+        gz) dec="gunzip -c"; zstd_reads gzip && dec="zstd -dc" ;;
+        xz) dec=xzcat; zstd_reads xz && dec="zstd -dc" ;;
         zst) dec="zstd -dc"
              if ! command -v zstd >/dev/null 2>&1; then
                  MSG="cannot decompress a zst image: zstd is not in this discovery image"
