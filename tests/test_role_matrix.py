@@ -123,6 +123,13 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("GET", "/api/power/adoptions"): "admin",
     ("GET", "/api/power/adoptions/{adoption}"): "admin",
     ("DELETE", "/api/power/adoptions/{adoption}"): "admin",
+    ("GET", "/api/enclosures"): "admin",
+    ("POST", "/api/enclosures"): "admin",
+    ("GET", "/api/enclosures/{name}"): "admin",
+    ("PUT", "/api/enclosures/{name}"): "admin",
+    ("DELETE", "/api/enclosures/{name}"): "admin",
+    ("GET", "/api/machines/{id}/enclosures"): "read",
+    ("POST", "/api/enclosures/{name}/power/{op}"): "admin",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
@@ -244,6 +251,8 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = [world.mac]
         elif name == "loader":
             values[name] = ["undionly.kpxe"]
+        elif name == "name" and path.startswith("/api/enclosures/"):
+            values[name] = ["shelf-0"]
         elif name == "adoption":
             values[name] = ["0" * 12]
         else:

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from dragonfly.power.adopt import Adoptions
+    from dragonfly.power.enclosures import Enclosures
 
 
 class PowerControl(Protocol):
     adoptions: Adoptions
+    enclosures: Enclosures
 
     def drivers(self) -> list[dict[str, Any]]: ...
 

@@ -216,3 +216,94 @@ async def bulk_power(request: web.Request) -> dict[str, Any]:
     results = await asyncio.gather(*(one(m) for m in dict.fromkeys(machines)))
     return {"op": op, "ok": sum(r["ok"] for r in results), "failed":
             sum(not r["ok"] for r in results), "results": list(results)}
+
+
+# --- OpenJBOD enclosures -----------------------------------------------------------------------
+
+ENCLOSURE_BODY: dict[str, Any] = {"type": "object", "properties": {
+    "name": _STR, "address": _STR, "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+    "user": _STR, "password": {"type": "string", "writeOnly": True}, "ca_pem": _STR,
+    "insecure": {"type": "boolean"}, "machines": {"type": "array", "items": _STR}}}
+ENCLOSURE_OP = Param("op", "path", required=True, enum=("on", "off", "cycle"),
+                     help="switch the enclosure's power supply")
+
+
+@api.get("/api/enclosures", "OpenJBOD enclosures (never their passwords)", "power",
+         access="admin")
+async def list_enclosures(request: web.Request) -> list[dict[str, Any]]:
+    enclosures = power_of(request).enclosures
+    return [enclosures.public(name) for name in enclosures.names()]
+
+
+@api.post("/api/enclosures", "Register an OpenJBOD enclosure and attach machines to it",
+          "power", access="admin", body=ENCLOSURE_BODY)
+async def create_enclosure(request: web.Request) -> dict[str, Any]:
+    body = await read_object(request)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput("name is required: the enclosure's name, e.g. shelf-1")
+    made = await power_of(request).enclosures.put(name, body, create=True)
+    await auth_of(request).audit("enclosure.set", caller_of(request), detail={
+        "enclosure": name, "address": made["address"], "machines": made["machines"]})
+    return made
+
+
+@api.get("/api/enclosures/{name}", "One enclosure's record (never its password)", "power",
+         access="admin")
+async def get_enclosure(request: web.Request) -> dict[str, Any]:
+    return power_of(request).enclosures.public(request.match_info["name"])
+
+
+@api.put("/api/enclosures/{name}", "Change an enclosure (the password is write-only) or the "
+         "machines attached to it", "power", access="admin", body=ENCLOSURE_BODY)
+async def put_enclosure(request: web.Request) -> dict[str, Any]:
+    name = request.match_info["name"]
+    made = await power_of(request).enclosures.put(name, await read_object(request),
+                                                  create=False)
+    await auth_of(request).audit("enclosure.set", caller_of(request), detail={
+        "enclosure": name, "address": made["address"], "machines": made["machines"]})
+    return made
+
+
+@api.delete("/api/enclosures/{name}", "Forget an enclosure", "power", access="admin")
+async def delete_enclosure(request: web.Request) -> dict[str, Any]:
+    name = request.match_info["name"]
+    await power_of(request).enclosures.remove(name)
+    await auth_of(request).audit("enclosure.delete", caller_of(request),
+                                 detail={"enclosure": name})
+    return {"name": name, "deleted": True}
+
+
+@api.get("/api/machines/{id}/enclosures", "The enclosures a machine is attached to, with their "
+         "state and health asked of their controllers now", "power")
+async def machine_enclosures(request: web.Request) -> list[dict[str, Any]]:
+    enclosures = power_of(request).enclosures
+    names = enclosures.of_machine(_machine(request))
+    return list(await asyncio.gather(*(enclosures.status(n) for n in names)))
+
+
+@api.post("/api/enclosures/{name}/power/{op}", "Switch an enclosure's power; refused with 423 "
+          "when safety mode is on or any attached machine is locked", "power",
+          params=(ENCLOSURE_OP,), access="admin")
+async def enclosure_power(request: web.Request) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    enclosures = power_of(request).enclosures
+    name, op = request.match_info["name"], request.match_info["op"]
+    machines = enclosures.machines(name)
+    auth, caller = auth_of(request), caller_of(request)
+    action = f"enclosure.power.{op}"
+    try:
+        for machine in machines or [""]:
+            await guard_destructive(ctx, machine, f"enclosure {name} power {op}")
+    except Locked:
+        await auth.audit(action, caller, outcome="denied",
+                         detail={"enclosure": name, "machines": machines})
+        raise
+    try:
+        result = await enclosures.act(name, op)
+    except DragonflyError as exc:
+        await auth.audit(action, caller, outcome="failed",
+                         detail={"enclosure": name, "error": exc.message})
+        raise
+    await auth.audit(action, caller, detail={"enclosure": name, "machines": machines})
+    return result

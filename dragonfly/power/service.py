@@ -37,6 +37,7 @@ from dragonfly.power.drivers.base import (
     WATTS,
     PowerError,
 )
+from dragonfly.power.enclosures import Enclosures
 from dragonfly.power.records import (
     BMC,
     BmcRecord,
@@ -109,6 +110,7 @@ class PowerService:
         self._scheduler: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self.adoptions = Adoptions(self)
+        self.enclosures = Enclosures(self)
 
     # --- service ----------------------------------------------------------------------
 
@@ -124,9 +126,11 @@ class PowerService:
                 self._schedule(machine, self._rng.uniform(0, self.interval))
             self._scheduler = asyncio.create_task(self._run_scheduler(), name="power monitor")
         await self.adoptions.start()
+        await self.enclosures.start()
 
     async def stop(self) -> None:
         await self.adoptions.stop()
+        await self.enclosures.stop()
         tasks = [t for t in (self._scheduler, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
