@@ -165,3 +165,31 @@ def os_image(lab_tools: None) -> os_image_builder.OsImage:
         return os_image_builder.build_os_image()
     except os_image_builder.OsImageError as exc:
         pytest.fail(f"cannot build the Debian OS image offline: {exc}")
+
+
+# --- a BMC that powers a real guest (appended for tests/lab/test_lab_power.py) -------------------
+from tests.lab.harness import BmcVm, start_bmc_vm  # noqa: E402
+
+
+@pytest.fixture
+def bmc_vm(lab_net: LabNet, tmp_path: Path) -> Iterator[Callable[..., BmcVm]]:
+    """``bmc = bmc_vm(address="10.99.0.60", mac=..., password=...)``: OpenIPMI's ipmi_sim
+    listening for IPMI over LAN on ``address``:623 in ``lab_net.ns`` (the address is added to
+    the bridge), with a chassis_control program that powers a PXE-booting QEMU guest on the
+    last tap (on: starts it, off: stops it, reset: both, boot pxe: recorded, used once). The
+    guest is off at first; its KCS BMC reports ``address``. At teardown ipmi_sim is stopped
+    and the guest's process group killed, whoever started it. See ``harness.start_bmc_vm``."""
+    started: list[BmcVm] = []
+
+    def start(address: str, mac: str, **options: object) -> BmcVm:
+        require_lab("ipmi_sim", "ipmitool", "ss", "qemu-system-x86_64", "timeout", "setsid")
+        bmc = start_bmc_vm(lab_net, tmp_path / f"bmcvm{len(started)}", address=address,
+                           mac=mac, vm_port=9102 + len(started), **options)  # type: ignore[arg-type]
+        started.append(bmc)
+        return bmc
+
+    try:
+        yield start
+    finally:
+        for bmc in started:
+            bmc.stop()

@@ -592,3 +592,306 @@ def netns_reverse_lookup(ns: str) -> Callable[[str, float], Awaitable[str | None
         parts = out.decode().split()
         return parts[1] if len(parts) > 1 else None
     return lookup
+
+
+# --- a BMC whose chassis control drives a real QEMU guest ----------------------------------------
+# (appended for the power tests: ipmi_sim answers IPMI over LAN at an address of the lab
+# namespace, and its chassis_control program starts, stops and resets a PXE-booting QEMU)
+
+def qemu_argv(workdir: Path, mac: str, *, tap: str, firmware: str = "bios",
+              disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
+              seconds: int = 600, ipxe_rom: bool | None = None,
+              extra: Sequence[str] = ()) -> list[str]:
+    """The command line ``QemuFactory.start`` runs for a network-booting guest (same flags:
+    TCG, -no-reboot, serial log in ``workdir/serial.log``, network first), without the
+    ``ip netns exec`` prefix and without starting it: for a BMC that powers the guest on."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = ["timeout", "--kill-after=5", str(seconds), "qemu-system-x86_64",
+            "-accel", "tcg", "-m", str(memory_mib), "-smp", str(smp), "-nodefaults",
+            "-vga", "none", "-display", "none", "-no-reboot", "-monitor", "none",
+            "-serial", f"file:{workdir / 'serial.log'}",
+            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+    nic = f"virtio-net-pci,netdev=n0,mac={mac}"
+    if firmware == "uefi":
+        vars_copy = workdir / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        args += ["-machine", "q35,graphics=off",
+                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+        nic += ",bootindex=1"
+    elif firmware == "bios":
+        args += ["-machine", "pc,graphics=off", "-boot", "n"]
+    else:
+        raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
+    if not (firmware == "bios" if ipxe_rom is None else ipxe_rom):
+        nic += ",romfile="
+    args += ["-device", nic]
+    if disk_bytes is not None:
+        disk = workdir / "disk.img"
+        with open(disk, "wb") as fh:
+            fh.truncate(disk_bytes)
+        args += ["-drive", f"file={disk},if=virtio,format=raw"]
+    return args + list(extra)
+
+
+# ipmi_sim's chassis_control program: "<prog> <device> get PARM..." prints PARM:VALUE lines,
+# "<prog> <device> set PARM VALUE..." acts (OpenIPMI lanserv/bmc_chassis.c). PARM is power (0|1),
+# reset (1), boot (none|pxe|default|cdrom|bios), shutdown (1) or identify. ipmi_sim waits for it
+# (popen, reading to EOF), so QEMU runs in its own session with its output elsewhere. The guest
+# is one process group (timeout -> qemu) whose id is in vm.pid; every call is logged, one line
+# each, in chassis.log (never a password: ipmi_sim does not pass one).
+CHASSIS_CONTROL = r"""#!/bin/sh
+W=__WORKDIR__
+echo "$(date +%s.%N) $*" >> "$W/chassis.log"
+shift
+op=$1
+shift
+running() {
+    pid=$(cat "$W/vm.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+    # a zombie is off; a reused pid is not our guest
+    [ "$(sed 's/^.*) //' "/proc/$pid/stat" | cut -c1)" != Z ] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$W/serial.log"
+}
+power_on() {
+    running && return 0
+    rm -f "$W/vm.pid"
+    [ -f "$W/serial.log" ] && cat "$W/serial.log" >> "$W/serial.earlier.log"
+    boot=$(cat "$W/boot" 2>/dev/null)
+    echo "$(date +%s.%N) starting the guest (boot device: ${boot:-default})" >> "$W/chassis.log"
+    rm -f "$W/boot"  # a one-time boot device is used up by this power-on
+    setsid sh -c 'echo $$ > "$0/vm.pid.new" && mv "$0/vm.pid.new" "$0/vm.pid" && exec "$@"' \
+        "$W" __ARGV__ </dev/null >>"$W/qemu.log" 2>&1 &
+    i=0
+    while [ ! -s "$W/vm.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "$(date +%s.%N) guest started: pid $(cat "$W/vm.pid" 2>/dev/null)" >> "$W/chassis.log"
+}
+power_off() {
+    running || return 0
+    pid=$(cat "$W/vm.pid")
+    kill -TERM -"$pid" 2>/dev/null
+    i=0
+    while running && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    running && kill -KILL -"$pid" 2>/dev/null
+    echo "$(date +%s.%N) guest stopped: pid $pid" >> "$W/chassis.log"
+}
+case $op in
+get)
+    for p in "$@"; do
+        case $p in
+            power) if running; then echo "power:1"; else echo "power:0"; fi ;;
+            boot) echo "boot:$(cat "$W/boot" 2>/dev/null || echo default)" ;;
+            *) echo "cannot get $p"; exit 1 ;;
+        esac
+    done ;;
+set)
+    while [ $# -gt 1 ]; do
+        p=$1; v=$2; shift 2
+        case $p in
+            power) if [ "$v" = 1 ]; then power_on; else power_off; fi ;;
+            reset) power_off; power_on ;;
+            shutdown) power_off ;;
+            boot) if [ "$v" = pxe ]; then echo pxe > "$W/boot"; else rm -f "$W/boot"; fi ;;
+            identify) shift ;;  # "identify INTERVAL FORCE"
+            *) echo "cannot set $p"; exit 1 ;;
+        esac
+    done ;;
+check) exit 1 ;;
+*) echo "unknown operation $op"; exit 1 ;;
+esac
+exit 0
+"""
+
+
+@dataclass
+class PoweredGuest:
+    """The QEMU guest a ``BmcVm`` powers: on while its process group (id in vm.pid) runs."""
+
+    workdir: Path
+    mac: str
+
+    @property
+    def serial_log(self) -> Path:
+        return self.workdir / "serial.log"
+
+    @property
+    def serial(self) -> str:
+        """Serial output of every power-on so far (earlier boots first)."""
+        text = ""
+        for log in (self.workdir / "serial.earlier.log", self.serial_log):
+            with contextlib.suppress(FileNotFoundError):
+                text += clean_text(log.read_bytes())
+        return text
+
+    @property
+    def chassis_log(self) -> str:
+        try:
+            return (self.workdir / "chassis.log").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.workdir / "vm.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z" and \
+            str(self.serial_log).encode() in cmdline
+
+    def power_ons(self) -> int:
+        return self.chassis_log.count("starting the guest")
+
+    def kill(self) -> None:
+        """Kill the guest's process group, and anything else still running with this guest's
+        files on its command line (a guest started while the BMC was being stopped)."""
+        pid = self.pid()
+        if pid is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+                deadline = time.monotonic() + 3
+                while self.running() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        marker = str(self.serial_log).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    def diagnostics(self, lines: int = 60) -> str:
+        serial = "\n".join(self.serial.splitlines()[-lines:])
+        try:
+            qemu = "\n".join((self.workdir / "qemu.log").read_text().splitlines()[-10:])
+        except FileNotFoundError:
+            qemu = "(never started)"
+        return (f"--- guest {self.mac}: running={self.running()} ---\n"
+                f"--- chassis control ---\n{self.chassis_log[-3000:]}\n"
+                f"--- qemu ---\n{qemu}\n--- serial (last {lines} lines) ---\n{serial}")
+
+
+@dataclass
+class BmcVm:
+    """ipmi_sim in the lab namespace answering IPMI over LAN on ``address``:``port`` (an
+    address of its own on the lab bridge), whose chassis control powers ``guest``. QEMU's
+    ipmi-bmc-extern connects the guest back to it (the VM codec on ``vm_port``), so the guest
+    sees a KCS BMC whose LAN settings say ``address`` (source static, MAC ``bmc_mac``)."""
+
+    proc: Proc
+    guest: PoweredGuest
+    net: LabNet
+    address: str
+    port: int
+    user: str
+    password: str
+    bmc_mac: str
+    vm_port: int
+
+    def ipmitool(self, *args: str, password: str | None = None,
+                 timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """ipmitool over lanplus from the lab namespace (cipher suite 3: no 10 s probe); the
+        password goes through the environment (-E), not the command line."""
+        env = {**os.environ, "IPMI_PASSWORD": self.password if password is None else password}
+        return subprocess.run(
+            self.net.exec_args("ipmitool", "-I", "lanplus", "-C", "3", "-H", self.address,
+                               "-p", str(self.port), "-U", self.user, "-E", *args),
+            capture_output=True, text=True, timeout=timeout, env=env)
+
+    def power_status(self) -> str:
+        """"on" or "off" as the BMC itself says (ipmitool chassis power status)."""
+        out = self.ipmitool("chassis", "power", "status")
+        if out.returncode != 0:
+            raise RuntimeError(f"ipmitool failed ({out.returncode}): {out.stderr}")
+        return out.stdout.strip().rsplit(" ", 1)[-1]
+
+    def logs(self) -> list[Path]:
+        """Every log file this BMC and its guest wrote."""
+        return sorted(p for p in self.proc.log.parent.rglob("*.log") if p.is_file())
+
+    def stop(self) -> None:
+        self.proc.stop()
+        self.guest.kill()
+
+
+def start_bmc_vm(net: LabNet, workdir: Path, *, address: str, mac: str, port: int = 623,
+                 user: str = "admin", password: str = "lab-bmc-secret",
+                 bmc_mac: str = "52:54:00:be:ef:10", vm_port: int = 9102,
+                 tap: str | None = None, firmware: str = "bios",
+                 disk_bytes: int | None = 1 << 30, smp: int = 1, memory_mib: int = 512,
+                 seconds: int = 900) -> BmcVm:
+    """ipmi_sim with a LAN channel on ``address`` (added to the lab bridge as a /32), a
+    lan_config_program that reports ``address``, a chassis_control program that starts and
+    stops a PXE-booting guest (``qemu_argv`` plus the KCS BMC on ``vm_port``), and user
+    ``user``/``password`` (admin). The guest is off until someone powers it on."""
+    import shlex
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    guest_dir = workdir / "guest"
+    run("ip", "-n", net.ns, "addr", "add", f"{address}/32", "dev", "br0")
+    argv = qemu_argv(guest_dir, mac, tap=tap or net.taps[-1], firmware=firmware,
+                     disk_bytes=disk_bytes, smp=smp, memory_mib=memory_mib, seconds=seconds,
+                     extra=["-chardev",
+                            f"socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=10",
+                            "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
+                            "-device", "isa-ipmi-kcs,bmc=bmc0"])
+    chassis = workdir / "chassis-control.sh"
+    chassis.write_text(CHASSIS_CONTROL.replace("__WORKDIR__", shlex.quote(str(guest_dir)))
+                       .replace("__ARGV__", shlex.join(argv)))
+    chassis.chmod(0o755)
+    lancontrol = workdir / "lancontrol.sh"
+    lancontrol.write_text(LANCONTROL.format(ip=address, mac=bmc_mac, source="static"))
+    lancontrol.chmod(0o755)
+    for text in (user, password):
+        if '"' in text or "\n" in text:
+            raise ValueError("ipmi_sim's lan.conf cannot quote a double quote or a newline")
+    (workdir / "lan.conf").write_text(f"""name "labpower"
+set_working_mc 0x20
+  startlan 1
+    addr {address} {port}
+    priv_limit admin
+    allowed_auths_admin none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_callback none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+    lan_config_program "{lancontrol} lab0"
+  endlan
+  chassis_control "{chassis} 0x20"
+  serial 15 127.0.0.1 {vm_port} codec VM
+  user 2 true "{user}" "{password}" admin 10 none md2 md5 straight
+""")
+    (workdir / "sim.emu").write_text(
+        "mc_setbmc 0x20\n"
+        "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n"
+        "sel_enable 0x20 1000 0x0a\nmc_enable 0x20\n")
+    (workdir / "state").mkdir(exist_ok=True)
+    proc = start_process("ipmi_sim", net.exec_args(
+        "ipmi_sim", "-c", str(workdir / "lan.conf"), "-f", str(workdir / "sim.emu"),
+        "-s", str(workdir / "state"), "-n"), workdir / "ipmi_sim.log")
+    bmc = BmcVm(proc, PoweredGuest(guest_dir, mac), net, address, port, user, password,
+                bmc_mac, vm_port)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"ipmi_sim exited: {proc.tail()}")
+        listening = run(*net.exec_args("ss", "-Hltn", f"sport = :{vm_port}"), check=False)
+        if listening.stdout.strip():
+            return bmc
+        time.sleep(0.1)
+    bmc.stop()
+    raise RuntimeError(f"ipmi_sim did not listen on port {vm_port}: {proc.tail()}")
