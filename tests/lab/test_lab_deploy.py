@@ -103,27 +103,36 @@ def servers(lab_net: LabNet, tmp_path: Path, discovery_image: DiscoveryImage
             assert "Traceback" not in proc.text(), proc.tail(80)
 
 
-def write_template(state: Path, slug: str, image: OsImage, *, checksum: str | None = None,
-                   timeout: int = 900) -> None:
-    """A file template for the lab image: a local file, its checksum, its root locator.
+KERNEL_ARG = "dragonfly.lab=deployed"  # the template's kernel argument, seen on the console
 
-    The image as raw.zst, which the agent decompresses while it writes: under TCG the guest's
-    network carries only a few MB/s, so the 1 GiB raw disk (half of it zeros) would take
-    minutes, and xz decompresses too slowly there; zstd does not. qcow2 (converted by the
-    server) and raw.xz are covered by the image store's and the agent's own tests."""
+
+def write_template(state: Path, slug: str, image: OsImage, *, fmt: str = "raw.zst",
+                   checksum: str | None = None, timeout: int = 900) -> None:
+    """A file template for the lab image: a local file, its checksum, its root locator, a
+    kernel argument.
+
+    ``fmt`` picks the file: ``raw.xz`` (the agent decompresses it while it writes), ``qcow2``
+    (the server converts it to raw once; the agent writes raw), or ``raw.zst`` for tests that
+    do not reach the write (cheapest to make)."""
     directory = state / "templates"
     directory.mkdir(parents=True, exist_ok=True)
-    zst, zst_sha256 = zstd_image(image)
+    if fmt == "raw.xz":
+        path, digest = image.raw_xz, image.raw_xz_sha256
+    elif fmt == "qcow2":
+        path, digest = image.qcow2, image.qcow2_sha256
+    else:
+        path, digest = zstd_image(image)
     (directory / f"{slug}.toml").write_text(
         f'name = "Lab Debian 12 ({slug})"\n'
         'family = "debian"\n'
-        f'local_path = "{zst}"\n'
-        'format = "raw.zst"\n'
-        f'checksum = "sha256:{checksum or zst_sha256}"\n'
+        f'local_path = "{path}"\n'
+        f'format = "{fmt}"\n'
+        f'checksum = "sha256:{checksum or digest}"\n'
         f'root_label = "{image.root_part_label}"\n'
         f'root_parttype = "{image.root_part_type}"\n'
         'root_fstype = "ext4"\n'
         'uefi_loader = "\\\\EFI\\\\BOOT\\\\BOOTX64.EFI"\n'
+        f'kernel_args = "{KERNEL_ARG}"\n'
         f"phone_home_timeout = {timeout}\n"
         f"image_bytes = {image.raw_bytes}\n")
 
@@ -198,6 +207,7 @@ def inspect_disk(disk: Path, tmp_path: Path, instance_id: str) -> dict[str, Any]
         mount = tmp_path / "inspect"
         with mounted(loop.partition(3), mount):
             hostname = (mount / "etc/hostname").read_text().strip()
+            grub_cmdline = (mount / "etc/default/grub").read_text().strip()
             keys = {p.name: p.read_text().strip()
                     for p in (mount / "etc/ssh").glob("ssh_host_*_key.pub")}
             seed = sorted(p.name for p in (mount / "var/lib/cloud/seed/nocloud").iterdir())
@@ -210,6 +220,7 @@ def inspect_disk(disk: Path, tmp_path: Path, instance_id: str) -> dict[str, Any]
             fs_bytes = fs.f_blocks * fs.f_frsize
     return {"verify": verify.stdout + verify.stderr, "table": table, "hostname": hostname,
             "keys": keys, "seed": seed, "boot_finished": finished, "result": result,
+            "grub_cmdline": grub_cmdline,
             "fs_bytes": fs_bytes}
 
 
@@ -226,7 +237,10 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
                                  site_dhcp: Callable[..., Proc], qemu: QemuFactory,
                                  os_image: OsImage, tmp_path: Path) -> None:
     site_dhcp()
-    write_template(tmp_path / "state", "lab-debian", os_image)
+    # Both of the issue's formats: qcow2 under BIOS (converted to raw by the server, written
+    # raw), raw.xz under UEFI (decompressed by the agent while it writes).
+    fmt = "qcow2" if firmware == "bios" else "raw.xz"
+    write_template(tmp_path / "state", "lab-debian", os_image, fmt=fmt)
     server = servers()
     mac = "52:54:00:d9:10:01" if firmware == "bios" else "52:54:00:d9:10:02"
     disk = tmp_path / "disk.img"
@@ -262,6 +276,8 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
         assert names[step]["state"] == "succeeded", (step, names[step])
     assert names["select-disk"]["result"]["disk"] == "/dev/vda"
     assert names["stream-image"]["bytes_total"] == os_image.raw_bytes
+    assert workflow["image"]["format"] == ("raw" if fmt == "qcow2" else "xz"), workflow["image"]
+    assert names["write-seed"]["result"]["kernel_args"] == KERNEL_ARG
     assert workflow["written_at"] and workflow["rebooted_at"]
     assert server.api(f"/api/machines/{machine['id']}")["state"] == "deploying"
     # The image is on the disk and the iPXE script now boots it: a network-first reboot.
@@ -312,6 +328,11 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     assert facts["result"]["v1"]["datasource"].startswith("DataSourceNoCloud")
     assert facts["hostname"] == HOSTNAME
     assert facts["seed"] == ["meta-data", "network-config", "user-data"]
+    # The template's kernel argument reached the installed kernel (it prints its command
+    # line on the serial console), and stays in GRUB's settings for later kernels.
+    command_lines = [line for line in booted.serial.splitlines() if "Command line:" in line]
+    assert command_lines and KERNEL_ARG in command_lines[0], command_lines or booted.serial[-3000:]
+    assert facts["grub_cmdline"].endswith(f'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX {KERNEL_ARG}"')
     on_disk = facts["keys"]["ssh_host_ed25519_key.pub"].split()[:2]
     assert posted["pub_key_ed25519"].split()[:2] == on_disk
     print(f"\n{firmware}: PXE to image written and rebooted {written - started:.0f} s, "
