@@ -79,7 +79,7 @@ async def test_machine_detail_and_history(client: TestClient) -> None:
     row = (await machines(client, "?state=installed"))["items"][0]
     response = await client.get(f"/api/machines/{row['id']}")
     detail = await response.json()
-    assert detail["nics"] and detail["disks"] and detail["bmc"]["address"]
+    assert detail["nics"] and detail["disks"] and detail["bmc"]["ip"]
     assert detail["cpu"]["threads"] >= detail["cpu"]["cores"]
     assert "reimage" in detail["actions"]
     history = await (await client.get(f"/api/machines/{row['id']}/history")).json()

@@ -204,7 +204,7 @@ async def test_machine_page_shows_inventory_and_controls(client: TestClient) -> 
     page = await get_html(client, f"/machines/{m['id']}")
     text = text_of(page)
     for value in (m["name"], m["vendor"], m["product"], m["serial"], m["smbios_uuid"],
-                  m["cpu"]["model"], m["mac"], m["ip"], m["bmc"]["address"], m["bmc"]["vendor"],
+                  m["cpu"]["model"], m["mac"], m["ip"], m["bmc"]["ip"], m["bmc"]["vendor"],
                   m["bmc"]["type"], f'{m["cpu"]["sockets"]} / {m["cpu"]["cores"]} / '
                                     f'{m["cpu"]["threads"]}'):
         assert value in text, value

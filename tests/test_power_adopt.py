@@ -141,7 +141,7 @@ async def test_reimage_boots_the_installed_machine_into_pxe_through_its_bmc(
                              json={"template": slug}, headers=h)
     assert done.status == 200, await done.text()
     body = await done.json()
-    assert body["power"] == {"attempted": True, "ok": True, "ops": ["boot_pxe", "cycle"],
+    assert body["bmc_boot"] == {"attempted": True, "ok": True, "ops": ["boot_pxe", "cycle"],
                              "error": ""}
     assert BMCS["fake-reimage"].boot == "pxe"
     calls = BMCS["fake-reimage"].calls
@@ -155,5 +155,5 @@ async def test_reimage_boots_the_installed_machine_into_pxe_through_its_bmc(
 
     plain = await (await client.post(f"/api/machines/{without.id}/actions/reimage",
                                      json={"template": slug}, headers=h)).json()
-    assert plain["power"]["attempted"] is False
-    assert "no BMC configured" in plain["power"]["error"]
+    assert plain["bmc_boot"]["attempted"] is False
+    assert "no BMC configured" in plain["bmc_boot"]["error"]

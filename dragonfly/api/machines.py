@@ -212,7 +212,7 @@ async def machine_action(request: web.Request) -> dict[str, Any]:
         if power is not None:
             data = machine.to_dict()
             data["actions"] = allowed_transitions(machine.state)
-            data["power"] = power
+            data["bmc_boot"] = power
             return data
     else:
         reason = body.get("reason", "")

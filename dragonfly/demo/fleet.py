@@ -171,8 +171,10 @@ def make_machine(rng: random.Random, index: int, state: State, name: str,
              "threads": cores * sockets * 2},
         memory_bytes=rng.choice((64, 128, 256, 384, 512, 768, 1024)) * 1024**3,
         disks=disks, nics=nics,
-        bmc={"address": f"10.20.250.{10 + index}", "type": chassis.bmc_protocol,
-             "vendor": chassis.bmc},
+        # The fields a discovery agent reports (ip, ip_source, mac), and the chassis' kind.
+        bmc={"ip": f"10.20.250.{10 + index}", "ip_source": "static",
+             "mac": f"02:dd:fa:{index >> 8 & 0xff:02x}:{index & 0xff:02x}:01",
+             "type": chassis.bmc_protocol, "vendor": chassis.bmc},
         tags=tags, role=role, power="on", last_seen=now - rng.uniform(5, 3600),
         created_at=now - rng.uniform(86400, 86400 * 90),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -56,6 +57,8 @@ BOOT_EXPECT: dict[str, float] = {"dhcp_discover": 10.0,
                                  **{e.after: e.within for e in EXPECTATIONS}}
 BOOT_ROWS = 8  # the dashboard's Boot activity card
 PAGE_SIZE = 100
+# The machine list's power filter: a power state read from the BMC, or no BMC record at all.
+POWER_FILTERS = ("on", "off", "unknown", "none")
 
 def transitions_data() -> list[dict[str, Any]]:
     """The lifecycle table for the script, which derives a machine's buttons from its state.
@@ -92,23 +95,57 @@ def _choice(value: str, allowed: list[str] | tuple[str, ...], default: str) -> s
     return value if value in allowed else default
 
 
+def power_key(status: dict[str, Any] | None) -> str:
+    """What the power filter matches: "on", "off", "unknown", or "none" (no BMC record)."""
+    if not status or not status.get("configured"):
+        return "none"
+    return status["state"] if status.get("state") in ("on", "off") else "unknown"
+
+
+def _list_power(status: dict[str, Any]) -> dict[str, Any]:
+    """A machine's power status for the list: everything but the watts history."""
+    return {k: v for k, v in status.items() if k != "watts_history"}
+
+
 async def machines_page(request: web.Request) -> web.Response:
-    fleet = ctx_of(request).fleet
+    ctx = ctx_of(request)
+    fleet, power = ctx.fleet, ctx.power
     q = request.query
     query = {"q": q.get("q", "")[:200],
              "state": _choice(q.get("state", ""), [s.value for s in State], ""),
              "tag": q.get("tag", "")[:64],
+             "power": _choice(q.get("power", ""), POWER_FILTERS, "") if power else "",
              "sort": _choice(q.get("sort", "name"), list(SORT_KEYS), "name"),
              "order": _choice(q.get("order", "asc"), ("asc", "desc"), "asc")}
-    page = fleet.list_machines(q=query["q"], state=query["state"], tag=query["tag"],
-                               sort=query["sort"], order=query["order"], limit=PAGE_SIZE)
-    locks = await all_locks(ctx_of(request).store)
-    rows = [{**summary(m), "lock": locks.get(m.id)} for m in page.items]  # as the API's rows
+    statuses: dict[str, dict[str, Any]] = {}
+    if query["power"] and power is not None:
+        # The API's list has no power filter: filter every match of the rest here (the page's
+        # script does the same with GET /api/power), then count states and page.
+        every = fleet.list_machines(q=query["q"], tag=query["tag"], sort=query["sort"],
+                                    order=query["order"], limit=10_000_000)
+        for m in every.items:
+            statuses[m.id] = await power.status(m.id)
+        matches = [m for m in every.items if power_key(statuses[m.id]) == query["power"]]
+        state_counts = dict(Counter(m.state.value for m in matches))
+        if query["state"]:
+            matches = [m for m in matches if m.state.value == query["state"]]
+        items, total = matches[:PAGE_SIZE], len(matches)
+    else:
+        page = fleet.list_machines(q=query["q"], state=query["state"], tag=query["tag"],
+                                   sort=query["sort"], order=query["order"], limit=PAGE_SIZE)
+        items, total, state_counts = page.items, page.total, page.states
+        if power is not None:
+            statuses = {m.id: await power.status(m.id) for m in items}
+    locks = await all_locks(ctx.store)
+    shown = {m.id: _list_power(statuses[m.id]) for m in items if m.id in statuses}
+    rows = [{**summary(m), "lock": locks.get(m.id), "bmc_power": shown.get(m.id)}
+            for m in items]  # as the API's rows, with the power column
     return render(request, "machines.html", machines=rows,
-                  total=page.total, state_counts=page.states, tags=fleet.tag_counts(),
-                  query=query, page_size=PAGE_SIZE,
-                  page_data={"page": "machines", "query": query, "total": page.total,
-                             "page_size": PAGE_SIZE, "locks": locks},
+                  total=total, state_counts=state_counts, tags=fleet.tag_counts(),
+                  query=query, page_size=PAGE_SIZE, power_enabled=power is not None,
+                  page_data={"page": "machines", "query": query, "total": total,
+                             "page_size": PAGE_SIZE, "locks": locks,
+                             "power_enabled": power is not None, "power": shown},
                   page_title="Machines · Dragonfly")
 
 
@@ -129,7 +166,10 @@ async def machine_page(request: web.Request) -> web.Response:
     boot_macs = list(dict.fromkeys([machine.mac, *machine.macs]))
     agent = agent_status(machine, ctx.commands, fleet.clock(), ctx.poll_seconds,
                          fleet.active_workflow_of(machine))
-    return render(request, "machine.html", machine=data, actions=actions,
+    # Power through its BMC (None: this instance has no power control): the Power card, and
+    # the actions its driver supports. The BMC record itself is for admins, from the API.
+    power = await ctx.power.status(machine.id) if ctx.power is not None else None
+    return render(request, "machine.html", machine=data, actions=actions, power=power,
                   workflow=current, workflows=[w for w in workflows if w is not current],
                   history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
                   type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=GUARDED_ACTIONS,
@@ -141,7 +181,7 @@ async def machine_page(request: web.Request) -> web.Response:
                                                 for c, label, _, help_ in AGENT_COMMANDS},
                              "transitions": transitions_data(),
                              "type_to_confirm": list(TYPE_TO_CONFIRM),
-                             "workflow": current, "lock": lock,
+                             "workflow": current, "lock": lock, "power": power,
                              "boot": ([] if ctx.bootlog is None
                                       else machine_timelines(ctx.bootlog, machine)),
                              "boot_enabled": ctx.bootlog is not None, "boot_macs": boot_macs,

@@ -41,6 +41,25 @@ ACTION_ICONS: dict[str, str] = {
     "resume": "play-circle",
 }
 
+# Power actions through the BMC, in the API's order: (button label, sprite icon, tooltip,
+# whether it interrupts a running machine: those are confirmed in a dialog first). Handed to
+# the scripts through app-data (static/js/power.js), never copied there.
+POWER_OPS: dict[str, tuple[str, str, str, bool]] = {
+    "on": ("Power on", "power", "Switches the machine on.", False),
+    "off": ("Power off", "power", "Cuts the power at once (hard off): the operating system "
+            "gets no chance to shut down.", True),
+    "soft_off": ("Shut down", "power", "Asks the operating system to shut down (ACPI); the "
+                 "machine stays off.", True),
+    "reset": ("Reset", "refresh", "Restarts the machine at once (hard reset), without "
+              "shutting the operating system down.", True),
+    "cycle": ("Power cycle", "refresh", "Switches the machine off and on again, without "
+              "shutting the operating system down.", True),
+    "boot_pxe": ("Network boot next", "network", "Makes the next boot, once, a network (PXE) "
+                 "boot: back into Dragonfly.", False),
+    "boot_disk": ("Disk boot next", "disk", "Makes the next boot, once, from the local disk.",
+                  False),
+}
+
 SAFETY_OFF: dict[str, Any] = {"enabled": False, "reason": "", "by": "", "since": None}
 DHCP_MODE_HELP: dict[str, str] = {
     "off": "Dragonfly answers no DHCP at all; your own DHCP server must point PXE clients at "
@@ -81,7 +100,7 @@ def environment() -> jinja2.Environment:
         static_url=static_url, version=__version__, states=[s.value for s in State],
         state_help={s.value: h for s, h in STATE_HELP.items()},
         template_names={t.slug: t.name for t in catalog.TEMPLATES},
-        operator_actions=ACTION_ICONS, doc_pages=DOC_PAGES,
+        operator_actions=ACTION_ICONS, power_ops=POWER_OPS, doc_pages=DOC_PAGES,
         # Named once in Python and handed to app.js through app-data, never copied there.
         arch_names={str(code): name for code, name in ARCH_NAMES.items()},
         stream_kinds=list(STREAM_KINDS),

@@ -93,8 +93,9 @@ async def get_bmc(request: web.Request) -> dict[str, Any]:
     except NotFound:
         pass
     reported = machine.bmc or {}
-    suggested = ({"driver": "ipmi", "address": str(reported["ip"])}
-                 if reported.get("ip") else {})
+    kind = str(reported.get("type", "")).lower()
+    suggested = ({"driver": "redfish" if kind == "redfish" else "ipmi",
+                  "address": str(reported["ip"])} if reported.get("ip") else {})
     return {"machine": machine.id, "configured": False, "suggested": suggested}
 
 

@@ -36,11 +36,12 @@ export function initDialogs() {
 
 /**
  * A dialog built on demand: a title, a body, and a confirm button that runs `onConfirm`.
- * `requireText` makes the operator type it (the machine's name) before confirming.
+ * `requireText` makes the operator type it (the machine's name) before confirming; `requireHint`
+ * says what it costs.
  * Errors from onConfirm go inline when `inlineErrors`, else the dialog closes and a toast says why.
  */
 export function modal({ title, iconName = "info", body = [], confirmLabel = "Confirm", danger = false,
-                 requireText = "", inlineErrors = false, onConfirm }) {
+                 requireText = "", requireHint = "This cannot be undone.", inlineErrors = false, onConfirm }) {
   const id = `modal-${Math.random().toString(36).slice(2, 8)}`;
   const error = h("p", { class: "field-error", role: "alert", hidden: true });
   const typed = requireText ? h("input", { id: `${id}-type`, autocomplete: "off", spellcheck: "false", "aria-describedby": `${id}-hint` }) : null;
@@ -52,7 +53,7 @@ export function modal({ title, iconName = "info", body = [], confirmLabel = "Con
     h("div", { class: "dialog-body" }, body,
       typed ? h("div", { class: "field" },
         h("label", { for: typed.id }, "Type ", h("span", { class: "confirm-name" }, requireText), " to confirm"),
-        typed, h("p", { class: "help", id: `${id}-hint` }, "This cannot be undone.")) : null,
+        typed, h("p", { class: "help", id: `${id}-hint` }, requireHint)) : null,
       error),
     h("footer", { class: "dialog-foot" },
       h("button", { type: "button", class: "btn btn-ghost", "data-close": "" }, "Cancel"), confirm));

@@ -21,6 +21,13 @@ export function h(tag, attrs = {}, ...children) {
 
 const SVG_NS = "http://www.w3.org/2000/svg"; // an XML namespace name, never fetched
 
+/** An SVG element: svg("polyline", {points}) (attributes only; children appended by the caller). */
+export function svg(tag, attrs = {}) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) if (value != null) el.setAttribute(key, String(value));
+  return el;
+}
+
 /** An icon from the inline sprite (web/templates/_sprite.html). */
 export function icon(name, cls = "") {
   const svg = document.createElementNS(SVG_NS, "svg");

@@ -1,6 +1,6 @@
 // The machine page: its header and actions, lock and safety mode, the discovery agent,
-// tags and role, the Deployment card, history and the boot timeline (each in machine/),
-// kept live from the event stream.
+// tags and role, the Deployment card, history, the boot timeline, power through its BMC and
+// the BMC record (each in machine/), kept live from the event stream.
 
 import { api } from "./api.js";
 import { PAGE } from "./data.js";
@@ -9,11 +9,13 @@ import { SAFETY } from "./guards.js";
 import { live } from "./live.js";
 import { initActions } from "./machine/actions.js";
 import { initAgent } from "./machine/agent.js";
+import { initBmc } from "./machine/bmc.js";
 import { initBootTimeline } from "./machine/boot-timeline.js";
 import { initGuards } from "./machine/guards.js";
 import { initHeader } from "./machine/header.js";
 import { historyItem, initHistory } from "./machine/history.js";
 import { initLabels } from "./machine/labels.js";
+import { initPower } from "./machine/power.js";
 import { initTools } from "./machine/tools.js";
 import { initWorkflow, pastItem } from "./machine/workflow.js";
 import { showError, toast } from "./toast.js";
@@ -28,6 +30,7 @@ export function initMachine() {
     workflow: PAGE.workflow || null,
     lock: PAGE.lock || null,
     agent: PAGE.agent || null,
+    power: PAGE.power || null, // its BMC's power status; null: no power control here
     deleting: false,
   };
   const { id } = ctx;
@@ -41,6 +44,8 @@ export function initMachine() {
   initTools(ctx, applyLock);
   const boot = initBootTimeline(ctx);
   initHistory(ctx, agent.reloadSoon);
+  const power = initPower(ctx);
+  const bmc = initBmc(ctx, { changed: power.reload });
 
   live.on("machine", ({ op, id: changed, data }) => {
     if (changed !== id) return;
@@ -76,4 +81,6 @@ export function initMachine() {
 
   boot.start();
   agent.schedule();
+  power.render();
+  bmc.load();
 }

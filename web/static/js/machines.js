@@ -1,23 +1,26 @@
 // The machine list: search, filters and sorting that re-query the API, paging, live rows,
-// and (machines/) the row builders and the selection with its bulk tagging.
+// and (machines/) the row builders, the selection with its bulk tagging, and power (the
+// Power column, the power filter and bulk power actions).
 
 import { api } from "./api.js";
 import { APP, PAGE, PAGE_SIZE } from "./data.js";
 import { $, $$, byData, debounce, h, icon, setText, throttle } from "./dom.js";
 import { setLockMark } from "./guards.js";
 import { live } from "./live.js";
+import { initListPower } from "./machines/power.js";
 import { machineRows } from "./machines/rows.js";
 import { initSelection } from "./machines/selection.js";
 import { showError, toast } from "./toast.js";
 
 const DESC_FIRST = new Set(["memory", "cpus", "last_seen"]); // biggest / newest first
 
-/** Search as you type, the tag filter, the state chips and the sortable headers. */
+/** Search as you type, the tag and power filters, the state chips and the sortable headers. */
 function initFilters(query, reload) {
   const search = $("#q");
   search.addEventListener("input", debounce(() => { query.q = search.value.trim(); reload(); }, 200));
   $("#machine-filters").addEventListener("submit", (e) => { e.preventDefault(); query.q = search.value.trim(); reload(); });
   $("#tag-filter").addEventListener("change", (e) => { query.tag = e.target.value; reload(); });
+  $("#power-filter")?.addEventListener("change", (e) => { query.power = e.target.value; reload(); });
   $("#state-chips").addEventListener("click", (e) => {
     const chip = e.target.closest(".chip-btn");
     if (!chip) return;
@@ -53,11 +56,14 @@ function initFilters(query, reload) {
 
 export function initMachines() {
   const tbody = $("#machine-rows");
-  const query = { q: "", state: "", tag: "", sort: "name", order: "asc", ...(PAGE.query || {}) };
+  const query = { q: "", state: "", tag: "", power: "", sort: "name", order: "asc", ...(PAGE.query || {}) };
   const selected = new Set();
   // Locks are their own documents: API rows carry them, live machine events do not.
   const locks = new Map(Object.entries(PAGE.locks || {}));
-  const { rowEl, updateRow } = machineRows(locks, selected);
+  // Power too (id -> power status), from GET /api/power and the stream; null without power control.
+  const powers = PAGE.power_enabled ? new Map(Object.entries(PAGE.power || {})) : null;
+  const { rowEl, updateRow } = machineRows(locks, selected, powers);
+  const names = new Map([...tbody.rows].map((tr) => [tr.dataset.id, tr.querySelector(".machine-link")?.textContent || tr.dataset.id]));
   let total = PAGE.total || 0;
   let seq = 0; // only the newest request's answer is drawn
 
@@ -68,6 +74,7 @@ export function initMachines() {
     if (query.q) p.set("q", query.q);
     if (query.state) p.set("state", query.state);
     if (query.tag) p.set("tag", query.tag);
+    if (query.power) p.set("power", query.power);
     if (query.sort !== "name") p.set("sort", query.sort);
     if (query.order !== "asc") p.set("order", query.order);
     return p;
@@ -90,6 +97,7 @@ export function initMachines() {
   }, 3000);
 
   const selection = initSelection(tbody, selected, { updateRow, tagsChanged: refreshTags });
+  const filtering = () => Boolean(query.q || query.state || query.tag || query.power);
 
   const renderMeta = (states) => {
     if (states) {
@@ -102,11 +110,11 @@ export function initMachines() {
       setText($('#state-chips [data-count=""]'), String(all));
     }
     setText($('[data-field="total"]'), String(total));
-    setText($('[data-field="total-label"]'), (total === 1 ? "machine" : "machines") + (query.q || query.state || query.tag ? " match" : ""));
+    setText($('[data-field="total-label"]'), (total === 1 ? "machine" : "machines") + (filtering() ? " match" : ""));
     const shown = tbody.rows.length;
     setText($('[data-field="showing"]'), `Showing ${shown.toLocaleString()} of ${total.toLocaleString()}`);
     $("#load-more").hidden = shown >= total;
-    const filtered = Boolean(query.q || query.state || query.tag);
+    const filtered = filtering();
     $('.table-empty[data-kind="nomatch"]').hidden = shown > 0 || !filtered;
     $('.table-empty[data-kind="none"]').hidden = shown > 0 || filtered;
     selection.sync();
@@ -116,12 +124,14 @@ export function initMachines() {
   const load = async ({ append = false, limit = PAGE_SIZE } = {}) => {
     const mine = ++seq;
     const p = params();
+    p.delete("power"); // the page's own filter (machines/power.js), not the API's
     p.set("limit", String(limit));
     if (append) p.set("offset", String(tbody.rows.length));
     document.body.classList.add("loading");
     let data;
     try {
-      data = await api("GET", `/api/machines?${p}`);
+      data = query.power && listPower ? await listPower.filtered(p, append ? tbody.rows.length : 0, limit)
+        : await api("GET", `/api/machines?${p}`);
     } catch (err) {
       if (mine === seq) showError(err, "Cannot load machines");
       return;
@@ -130,6 +140,7 @@ export function initMachines() {
     }
     if (mine !== seq) return;
     total = data.total;
+    for (const m of data.items) names.set(m.id, m.name);
     if (append) {
       const have = new Set(rows().map((r) => r.dataset.id));
       tbody.append(...data.items.filter((m) => !have.has(m.id)).map(rowEl));
@@ -147,13 +158,17 @@ export function initMachines() {
     renderMeta(data.states);
   };
 
+  // Power: the column and its filter follow every machine's power status; the bulk bar acts.
+  const requery = throttle(() => load({ limit: Math.max(PAGE_SIZE, tbody.rows.length) }), 1500);
+  const listPower = powers && initListPower(tbody, powers, { query, requery, selected, nameOf: (id) => names.get(id) || id });
+  listPower?.loadAll().then((loaded) => { if (loaded && query.power) requery(); });
+
   initFilters(query, () => { syncURL(); selection.resetRange(); load(); });
   $("#load-more").addEventListener("click", () => load({ append: true }));
 
   // Live rows: update visible rows at once. Re-query (throttled) only when the event can change
   // which rows match or the counts: a machine never seen before, or one whose state or tags
   // changed. Heartbeats of machines off screen cost nothing, even in a 10,000-machine fleet.
-  const requery = throttle(() => load({ limit: Math.max(PAGE_SIZE, tbody.rows.length) }), 1500);
   const known = new Map(); // id -> "state|tags" as last seen
   const key = (m) => `${m.state}|${m.tags.join(",")}`;
   live.on("machine", ({ op, id, data }) => {

@@ -1,10 +1,12 @@
 // The machine page's lifecycle actions (adopt, deploy, reimage, release, maintenance,
-// resume), each confirmed in a dialog when it needs a choice or wipes a disk.
+// resume), each confirmed in a dialog when it needs a choice or wipes a disk; a reimage's
+// network boot through the BMC is toasted with its outcome.
 
 import { api } from "../api.js";
 import { APP } from "../data.js";
 import { modal } from "../dialogs.js";
 import { $, h } from "../dom.js";
+import { opLabel } from "../power.js";
 import { showError, toast } from "../toast.js";
 import { deployDialog } from "./deploy.js";
 import { refused } from "./guards.js";
@@ -54,9 +56,16 @@ export function initActions(ctx, applyMachine) {
       showError(err, `Cannot ${action}`);
       return;
     }
-    if (result) {
-      applyMachine(result);
-      toast(...(SAID[action]?.(name) || [`${name}: ${action}`, ""]));
+    if (!result) return;
+    // A reimage answers with what it did through the BMC (one-time PXE and a power cycle).
+    const bmc = result.bmc_boot || null;
+    applyMachine(result);
+    toast(...(SAID[action]?.(name) || [`${name}: ${action}`, ""]));
+    if (bmc?.attempted) {
+      toast(bmc.ok ? `${name}: network boot through its BMC` : `${name}: its BMC could not start the network boot`,
+        bmc.ok ? `Done: ${bmc.ops.map(opLabel).join(", then ")}.` : bmc.error, bmc.ok ? "ok" : "error", "power");
+    } else if (bmc) {
+      toast(`${name}: boot it from the network`, bmc.error, "ok", "info");
     }
   };
 

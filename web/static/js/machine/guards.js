@@ -1,9 +1,10 @@
 // The machine page's lock and safety mode: the lock badge and callout, and destructive
-// buttons turned off with the reason.
+// buttons (power actions too) turned off with the reason.
 
 import { when } from "../components.js";
 import { $, $$, byData, setText } from "../dom.js";
 import { guardReason, lockTitle } from "../guards.js";
+import { POWER_OPS } from "../power.js";
 import { toast } from "../toast.js";
 
 const DELETE_TITLE = "Remove this machine from the inventory";
@@ -26,6 +27,16 @@ export function initGuards(ctx, renderAgent) {
       } else {
         button.removeAttribute("aria-disabled");
         if (button.dataset.tool === "delete") button.title = DELETE_TITLE; else button.removeAttribute("title");
+      }
+    }
+    // Power through the BMC: every action is refused under a lock or safety mode.
+    for (const button of $$("#power-actions [data-guarded]")) {
+      if (reason) {
+        button.setAttribute("aria-disabled", "true");
+        button.title = reason;
+      } else {
+        button.removeAttribute("aria-disabled");
+        button.title = POWER_OPS[button.dataset.powerOp]?.[2] || "";
       }
     }
     renderAgent();

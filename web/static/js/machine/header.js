@@ -1,5 +1,6 @@
-// The machine page's header and facts: name, state badge and reason, power, IP, OS, last
-// seen, role, and the lifecycle action buttons the state allows.
+// The machine page's header and facts: name, state badge and reason, power (the machine's
+// own word, unless its BMC says), IP, OS, last seen, role, and the lifecycle action buttons
+// the state allows.
 
 import { badge, when } from "../components.js";
 import { APP, CAN, templateName } from "../data.js";
@@ -32,9 +33,11 @@ export function initHeader(ctx, { applyGuards, applyLock, renderTags, loadWorkfl
     for (const el of $$('[data-field="name"]')) setText(el, m.name);
     document.title = `${m.name} · Dragonfly`;
     if (before.state !== m.state || !$('[data-field="badge"] .badge')) $('[data-field="badge"]').replaceChildren(badge(m.state));
-    const power = $('[data-field="power"]');
-    power.className = `power power-${m.power}`;
-    setText(power.querySelector("span"), m.power);
+    if (!ctx.power?.configured) { // with a BMC, its reading wins (machine/power.js draws it)
+      const power = $('[data-field="power"]');
+      power.className = `power power-${m.power}`;
+      setText(power.querySelector("span"), m.power);
+    }
     setText($('[data-field="ip"]'), m.ip || "—");
     setText($('[data-field="os"]'), m.os ? templateName(m.os) : "—");
     $('[data-field="last_seen"]').replaceChildren(when(m.last_seen));

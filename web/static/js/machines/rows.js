@@ -4,9 +4,13 @@ import { badge, when } from "../components.js";
 import { h } from "../dom.js";
 import { fmt } from "../fmt.js";
 import { lockMark } from "../guards.js";
+import { powerCell } from "../power.js";
 
-/** Row builders over the page's lock map (id -> lock) and selection (a Set of ids). */
-export function machineRows(locks, selected) {
+/**
+ * Row builders over the page's lock map (id -> lock), selection (a Set of ids) and power map
+ * (id -> power status; `null` for an instance without power control: no Power column).
+ */
+export function machineRows(locks, selected, powers) {
   const rowEl = (m) => {
     if (m.lock !== undefined) { if (m.lock) locks.set(m.id, m.lock); else locks.delete(m.id); }
     const lock = locks.get(m.id);
@@ -17,6 +21,7 @@ export function machineRows(locks, selected) {
         lock ? lockMark(lock) : null,
         h("div", { class: "row-tags" }, m.tags.map((t) => h("span", { class: "chip tag sm" }, t)))),
       h("td", { class: "col-state" }, badge(m.state)),
+      powers ? h("td", { class: "col-power" }, powerCell(powers.get(m.id))) : null,
       h("td", { class: "col-ip mono" }, m.ip || "—"),
       h("td", { class: "col-mac mono" }, m.mac),
       h("td", { class: "col-vendor" }, h("span", { class: "vendor" }, m.vendor || "—"), " ", h("span", { class: "muted" }, m.product)),
