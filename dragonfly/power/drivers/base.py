@@ -144,8 +144,11 @@ class DriverEnv:
         timeout. A call that overruns keeps its BMC's gate until its thread returns (the next
         command to that BMC waits for it; the caller does not)."""
         limit = self.timeout if limit is None else limit
-        gate = self.gate(key)
-        await gate.acquire()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        gate = await self._turn(key, limit, what)
+        # The limit holds for the caller's whole wait: the turn and the call together.
+        total, limit = limit, max(deadline - loop.time(), 0.1)
         try:
             future = asyncio.get_running_loop().run_in_executor(self.executor, fn)
         except BaseException:
@@ -157,15 +160,27 @@ class DriverEnv:
         except TimeoutError:
             future.add_done_callback(_retrieve)
             raise PowerError(f"timeout: the BMC at {key} did not answer within "
-                             f"{limit:g} s ({what})", "timeout") from None
+                             f"{total:g} s ({what})", "timeout") from None
         except asyncio.CancelledError:
             future.add_done_callback(_retrieve)
             raise
 
-    async def gated(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run the coroutine ``fn`` under the gate of BMC ``key``."""
+    async def _turn(self, key: str, limit: float, what: str) -> Gate:
+        """Wait for BMC ``key``'s turn, at most ``limit`` seconds: a command still running
+        (one that overran its own limit keeps the gate) must not hold callers forever."""
         gate = self.gate(key)
-        await gate.acquire()
+        try:
+            await asyncio.wait_for(gate.acquire(), limit)
+        except TimeoutError:
+            raise PowerError(f"timeout: the BMC at {key} was still busy with an earlier "
+                             f"command after {limit:g} s ({what})", "timeout") from None
+        return gate
+
+    async def gated(self, key: str, fn: Callable[[], Awaitable[T]], what: str = "a request"
+                    ) -> T:
+        """Run the coroutine ``fn`` under the gate of BMC ``key`` (the wait for the turn is
+        bounded by the timeout; the request itself by the HTTP session's)."""
+        gate = await self._turn(key, self.timeout, what)
         try:
             return await fn()
         finally:

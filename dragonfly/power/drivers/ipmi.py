@@ -120,8 +120,8 @@ class IpmiDriver(PowerDriver):
             if route:
                 return PowerError(f"no route to the BMC at {self.address} ({route})",
                                   "unreachable")
-            return PowerError(f"timeout: the BMC at {self.where} did not answer within "
-                              f"{failed.elapsed:.0f} s ({what})", "timeout")
+            return PowerError(f"timeout: the BMC at {self.where} did not answer (IPMI gave "
+                              f"up after {failed.elapsed:.0f} s; {what})", "timeout")
         if "invalid command" in low or "not supported" in low:
             return PowerError(f"the BMC at {self.where} does not support {what} ({text})",
                               "unsupported")
