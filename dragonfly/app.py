@@ -27,6 +27,7 @@ from dragonfly.images import routes as image_routes
 from dragonfly.panel import add_panel_routes
 from dragonfly.power import routes as power_routes
 from dragonfly.templates import routes as template_routes
+from dragonfly.timer import routes as timer_routes
 from dragonfly.workflow import routes as workflow_routes
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def build_api_router() -> ApiRouter:
     """Every declared route but access control's (``install_auth`` adds those)."""
     router = ApiRouter()
     for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes,
-                   workflow_routes, image_routes, template_routes, power_routes):
+                   workflow_routes, image_routes, template_routes, power_routes, timer_routes):
         router.extend(module.api)
     return router
 

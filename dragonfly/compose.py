@@ -16,12 +16,15 @@ from dragonfly.config import UNBUILT_MODES, Config
 from dragonfly.context import AppContext
 from dragonfly.domain.events import EventHub
 from dragonfly.domain.fleet import Fleet
+from dragonfly.domain.model import Machine, Workflow
 from dragonfly.edge.service import BootEdge
 from dragonfly.images import ImageStore
 from dragonfly.power.drivers import default_registry
 from dragonfly.power.service import PowerService
-from dragonfly.store import SqliteStore, open_store
+from dragonfly.store import SqliteStore, Store, open_store
 from dragonfly.templates.registry import TemplateCatalog
+from dragonfly.timer.eta import Estimator
+from dragonfly.timer.history import DeploymentHistory
 from dragonfly.workflow.engine import DeploymentEngine
 from dragonfly.workflow.sources import CatalogSources
 
@@ -39,10 +42,25 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
     engine = DeploymentEngine(fleet, store, CatalogSources(templates, images))
     power = PowerService(store, config.state_dir,
                          boot_interface=config["boot.interface"] or None)
+    timer = deployment_timer(fleet, store)
     return AppContext(config=config, store=store, fleet=fleet, events=EventHub(store),
-                      demo=False, services=[bootlog, edge, images, templates, engine, power],
+                      demo=False,
+                      services=[bootlog, edge, images, templates, timer, engine, power],
                       bootlog=bootlog, edge=edge, images=images, templates=templates,
-                      runner=engine, deployments=engine, power=power)
+                      runner=engine, deployments=engine, power=power, timer=timer)
+
+
+def deployment_timer(fleet: Fleet, store: Store) -> DeploymentHistory:
+    """The history of finished deployments, and the fleet's ETAs learned from it."""
+    history = DeploymentHistory(store)
+    estimator = Estimator(history)
+
+    def estimate(wf: Workflow, machine: Machine | None, now: float
+                 ) -> tuple[float | None, str]:
+        found = estimator.estimate(wf, machine, now)
+        return found.seconds, found.basis
+    fleet.estimate = estimate
+    return history
 
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
@@ -59,7 +77,8 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     # Fake BMCs, in memory: no key file, nothing on disk.
     power = PowerService(store, None, registry=default_registry(fake_delay=2.0))
     ctx.power = power
-    ctx.services = [simulator, bootlog, DemoBmcs(fleet, power), power]
+    ctx.timer = deployment_timer(fleet, store)
+    ctx.services = [simulator, ctx.timer, bootlog, DemoBmcs(fleet, power), power]
     ctx.runner = simulator
     ctx.edge = simulator.boot_edge
     return ctx

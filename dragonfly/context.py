@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dragonfly.power import PowerControl
     from dragonfly.store import Store
     from dragonfly.templates.registry import TemplateCatalog
+    from dragonfly.timer.history import DeploymentHistory
     from dragonfly.workflow.engine import DeploymentEngine
 
 
@@ -89,6 +90,8 @@ class AppContext:
     # OS templates: built-in, files in <state dir>/templates, stored (dragonfly.templates).
     templates: TemplateCatalog | None = None
     power: PowerControl | None = None
+    # The deployment timer: finished deployments, learned ETAs, the dashboard's figures.
+    timer: DeploymentHistory | None = None
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     router: ApiRouter = field(default_factory=ApiRouter)

@@ -7,6 +7,7 @@ feed, so listing and searching 10,000 machines never touches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -88,6 +89,10 @@ class Fleet:
         self._active: dict[str, Workflow] = {}
         self._ids = _SortableIds()
         self._listening = False
+        # (workflow, its machine, now) -> (seconds left, basis): the deployment timer's ETA,
+        # set by the composition; None keeps each runner's own estimate.
+        self.estimate: Callable[[Workflow, Machine | None, float],
+                                tuple[float | None, str]] | None = None
 
     async def start(self) -> None:
         for doc in await self.store.list(MACHINE):
@@ -356,6 +361,13 @@ class Fleet:
         return flows
 
     async def save_workflow(self, workflow: Workflow) -> Workflow:
+        if self.estimate is not None and workflow.active:
+            # The deployment timer's learned ETA replaces the runner's own guess.
+            with contextlib.suppress(Exception):
+                eta, basis = self.estimate(workflow, self._machines.get(workflow.machine_id),
+                                           self.clock())
+                if eta is not None:
+                    workflow.eta_seconds, workflow.eta_basis = eta, basis
         await self.store.put(WORKFLOW, workflow.id, workflow.to_dict())
         return workflow
 

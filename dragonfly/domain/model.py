@@ -237,6 +237,7 @@ class Workflow:
     bytes_done: int = 0
     bytes_total: int = 0
     eta_seconds: float | None = None
+    eta_basis: str = ""  # what the estimate rests on, in words (the deployment timer's)
     error: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)

@@ -1,0 +1,297 @@
+"""Deployment history: one record per finished deployment (its template, the machine's
+hardware class, each stage's start, end and bytes, the result and the reason), kept in the
+store as documents of kind ``deployment`` keyed by workflow id, and held in memory for the
+estimator, the dashboard's figures and the metrics.
+
+Records are made by watching the workflow documents: whoever runs a deployment (the native
+engine, the demo's simulator, Tinkerbell later) only has to finish its workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dragonfly.domain.model import Machine, Workflow, WorkflowState
+from dragonfly.store.base import Store, Watch
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "deployment"
+WORKFLOW = "workflow"  # dragonfly.domain.fleet.WORKFLOW
+MACHINE = "machine"
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class HardwareClass:
+    """What makes two machines deploy alike: the model, CPU, memory and the target disk."""
+
+    vendor: str = ""
+    product: str = ""
+    cpu_model: str = ""
+    cores: int = 0
+    memory_gib: int = 0
+    disk_kind: str = ""  # "nvme", "ssd", "hdd" or ""
+    disk_gib: int = 0
+
+    @property
+    def model(self) -> str:
+        """The grouping key the dashboard and the metrics use: vendor and product."""
+        name = " ".join(p for p in (_short_vendor(self.vendor), self.product) if p)
+        return name or "unknown hardware"
+
+    @classmethod
+    def of(cls, machine: Machine | None, disk: str = "") -> HardwareClass:
+        if machine is None:
+            return cls()
+        target = _target_disk(machine, disk)
+        return cls(vendor=machine.vendor, product=machine.product,
+                   cpu_model=str(machine.cpu.get("model", "")),
+                   cores=int(machine.cpu.get("cores", 0) or 0),
+                   memory_gib=round(machine.memory_bytes / GIB),
+                   disk_kind=_disk_kind(target), disk_gib=round(
+                       int(target.get("size_bytes", 0) or 0) / GIB) if target else 0)
+
+
+def _short_vendor(vendor: str) -> str:
+    for suffix in (" Inc.", " Inc", ", Inc.", " Corporation", " Corp.", " Co., Ltd."):
+        if vendor.endswith(suffix):
+            return vendor[: -len(suffix)]
+    return vendor
+
+
+def _target_disk(machine: Machine, disk: str) -> dict[str, Any]:
+    name = disk.rsplit("/", 1)[-1]
+    for d in machine.disks:
+        if name and d.get("name") == name:
+            return d
+    fixed = [d for d in machine.disks if not d.get("removable")]
+    return min(fixed, key=lambda d: int(d.get("size_bytes", 0) or 0)) if fixed else {}
+
+
+def _disk_kind(disk: dict[str, Any]) -> str:
+    if not disk:
+        return ""
+    if str(disk.get("name", "")).startswith("nvme"):
+        return "nvme"
+    return "hdd" if disk.get("rotational") else "ssd"
+
+
+@dataclass
+class DeploymentRecord:
+    id: str
+    machine_id: str
+    machine_name: str
+    template: str
+    engine: str
+    hardware: HardwareClass
+    result: str  # "succeeded" or "failed"
+    reason: str
+    started_at: float
+    finished_at: float
+    stages: list[dict[str, Any]] = field(default_factory=list)  # name, label, seconds, bytes
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "succeeded"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = self.hardware.model
+        data["seconds"] = round(self.seconds, 1)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
+        hw = data.get("hardware") or {}
+        known = {k: hw[k] for k in HardwareClass.__dataclass_fields__ if k in hw}
+        return cls(id=str(data["id"]), machine_id=str(data.get("machine_id", "")),
+                   machine_name=str(data.get("machine_name", "")),
+                   template=str(data.get("template", "")), engine=str(data.get("engine", "")),
+                   hardware=HardwareClass(**known), result=str(data.get("result", "")),
+                   reason=str(data.get("reason", "")),
+                   started_at=float(data.get("started_at", 0.0)),
+                   finished_at=float(data.get("finished_at", 0.0)),
+                   stages=list(data.get("stages", [])))
+
+    @classmethod
+    def of(cls, wf: Workflow, machine: Machine | None) -> DeploymentRecord:
+        stages = []
+        for action in wf.actions:
+            started, finished = action.get("started_at"), action.get("finished_at")
+            if started is None or finished is None:
+                continue
+            stages.append({"name": str(action.get("name", "")),
+                           "label": str(action.get("label", "")),
+                           "state": str(action.get("state", "")),
+                           "started_at": float(started), "finished_at": float(finished),
+                           "seconds": round(max(0.0, float(finished) - float(started)), 3),
+                           "bytes": int(action.get("bytes_done", 0) or 0)})
+        disk = ""
+        select = wf.action("select-disk")
+        if select is not None:
+            disk = str(select.get("result", {}).get("disk", ""))
+        started_at = wf.started_at or wf.created_at
+        return cls(id=wf.id, machine_id=wf.machine_id, machine_name=wf.machine_name,
+                   template=wf.template, engine=wf.engine,
+                   hardware=HardwareClass.of(machine, disk), result=wf.state.value,
+                   reason=wf.error, started_at=started_at,
+                   finished_at=wf.finished_at or started_at, stages=stages)
+
+
+class DeploymentHistory:
+    """Every finished deployment, in the store and in memory (ordered by finish time)."""
+
+    name = "deployment history"
+
+    def __init__(self, store: Store, *, clock: Any = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.records: list[DeploymentRecord] = []
+        self._ends: list[float] = []  # finished_at of each record, for bisect
+        self._ids: set[str] = set()
+        self._machines: dict[str, Machine] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self.version = 0  # bumped on every new record (caches key on it)
+
+    async def start(self) -> None:
+        docs = await self.store.list(DEPLOYMENT)
+        for doc in sorted(docs, key=lambda d: float(d.data.get("finished_at", 0.0))):
+            self._add(DeploymentRecord.from_dict(doc.data))
+        watch = self.store.watch((WORKFLOW, MACHINE))
+        self._watcher = asyncio.create_task(self._follow(watch), name="deployment history")
+        for doc in await self.store.list(MACHINE):
+            with contextlib.suppress(Exception):
+                self._machines[doc.key] = Machine.from_dict(doc.data)
+        # Deployments that finished while nothing watched (a crash between the two writes).
+        for doc in await self.store.list(WORKFLOW):
+            await self._consider(doc.data)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+            self._watcher = None
+
+    def _add(self, record: DeploymentRecord) -> None:
+        if record.id in self._ids:
+            return
+        at = bisect.bisect_right(self._ends, record.finished_at)
+        self._ends.insert(at, record.finished_at)
+        self.records.insert(at, record)
+        self._ids.add(record.id)
+        self.version += 1
+
+    async def _follow(self, watch: Watch) -> None:
+        try:
+            async for change in watch:
+                if change.data is None:
+                    if change.kind == MACHINE:
+                        self._machines.pop(change.key, None)
+                    continue
+                try:
+                    if change.kind == MACHINE:
+                        self._machines[change.key] = Machine.from_dict(change.data)
+                    else:
+                        await self._consider(change.data)
+                except Exception:
+                    log.exception("recording deployment %s failed", change.key)
+        finally:
+            watch.close()
+
+    async def _consider(self, data: dict[str, Any]) -> None:
+        state = data.get("state")
+        if state not in (WorkflowState.SUCCEEDED.value, WorkflowState.FAILED.value):
+            return
+        if data.get("id") in self._ids or not data.get("finished_at"):
+            return
+        wf = Workflow.from_dict(data)
+        if not wf.started_at and not wf.actions:
+            return  # never ran (refused at once): not a deployment to learn from
+        record = DeploymentRecord.of(wf, self._machines.get(wf.machine_id))
+        await self.store.put(DEPLOYMENT, record.id, record.to_dict())
+        self._add(record)
+
+    async def add(self, record: DeploymentRecord) -> None:
+        """Record a deployment directly (the demo's backfilled history)."""
+        await self.store.put(DEPLOYMENT, record.id, record.to_dict())
+        self._add(record)
+
+    def machine(self, machine_id: str) -> Machine | None:
+        return self._machines.get(machine_id)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def since(self, start: float) -> list[DeploymentRecord]:
+        return self.records[bisect.bisect_left(self._ends, start):]
+
+    def recent(self, count: int = 100) -> list[DeploymentRecord]:
+        return self.records[-count:]
+
+    def stats(self, *, tz_offset_minutes: int = 0) -> dict[str, Any]:
+        """Everything the dashboard's Deployed card and charts show, in one pass."""
+        now = self.clock()
+        ok = [r for r in self.records if r.succeeded]
+        day = self.since(now - 86400)
+        by_template: dict[str, list[DeploymentRecord]] = defaultdict(list)
+        by_model: dict[str, list[DeploymentRecord]] = defaultdict(list)
+        by_day: Counter[tuple[str, str]] = Counter()
+        by_hour: Counter[tuple[int, str]] = Counter()
+        shift = tz_offset_minutes * 60
+        for r in self.records:
+            by_template[r.template].append(r)
+            by_model[r.hardware.model].append(r)
+            local = time.gmtime(r.finished_at + shift)
+            by_day[(time.strftime("%Y-%m-%d", local), r.result)] += 1
+            by_hour[(local.tm_hour, r.result)] += 1
+        days = sorted({d for d, _ in by_day})[-30:]
+        return {
+            "total": len(self.records),
+            "deployed": len(ok),
+            "failed": len(self.records) - len(ok),
+            "average_seconds": _mean([r.seconds for r in ok]),
+            "last_24h": {"deployed": sum(r.succeeded for r in day),
+                         "failed": sum(not r.succeeded for r in day),
+                         "average_seconds": _mean([r.seconds for r in day if r.succeeded])},
+            "recent": [{"id": r.id, "machine_id": r.machine_id, "machine": r.machine_name,
+                        "template": r.template, "result": r.result,
+                        "seconds": round(r.seconds, 1), "finished_at": r.finished_at,
+                        "reason": r.reason} for r in self.recent(100)],
+            "by_template": [_group(name, rs) for name, rs in sorted(by_template.items())],
+            "by_hardware": [_group(name, rs) for name, rs in sorted(by_model.items())],
+            "by_day": [{"day": d, "succeeded": by_day[(d, "succeeded")],
+                        "failed": by_day[(d, "failed")]} for d in days],
+            "by_hour": [{"hour": h, "succeeded": by_hour[(h, "succeeded")],
+                         "failed": by_hour[(h, "failed")]} for h in range(24)],
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def _group(name: str, records: list[DeploymentRecord]) -> dict[str, Any]:
+    ok = [r.seconds for r in records if r.succeeded]
+    return {"name": name, "succeeded": len(ok), "failed": len(records) - len(ok),
+            "average_seconds": _mean(ok), "median_seconds": _median(ok)}
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return round(value, 1)
