@@ -130,6 +130,9 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("DELETE", "/api/enclosures/{name}"): "admin",
     ("GET", "/api/machines/{id}/enclosures"): "read",
     ("POST", "/api/enclosures/{name}/power/{op}"): "admin",
+    # the deployment timer: figures for everyone who can read
+    ("GET", "/api/deployments"): "read",
+    ("GET", "/api/deployments/stats"): "read",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"
