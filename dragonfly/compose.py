@@ -52,7 +52,7 @@ def server_context(config: Config, pinned: dict[str, Any] | None = None) -> AppC
 
 def deployment_timer(fleet: Fleet, store: Store) -> DeploymentHistory:
     """The history of finished deployments, and the fleet's ETAs learned from it."""
-    history = DeploymentHistory(store)
+    history = DeploymentHistory(store, fleet.lookup)
     estimator = Estimator(history)
 
     def estimate(wf: Workflow, machine: Machine | None, now: float

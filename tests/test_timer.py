@@ -14,7 +14,13 @@ from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.store import SqliteStore
 from dragonfly.timer.eta import MIN_SAMPLES, Estimator
-from dragonfly.timer.history import DEPLOYMENT, DeploymentHistory, DeploymentRecord, HardwareClass
+from dragonfly.timer.history import (
+    DEPLOYMENT,
+    DeploymentHistory,
+    DeploymentRecord,
+    HardwareClass,
+    Stage,
+)
 
 FAST = HardwareClass("Dell Inc.", "PowerEdge R650", "Xeon Gold 6338", 64, 256, "nvme", 960)
 SLOW = HardwareClass("HPE", "ProLiant DL360 Gen9", "Xeon E5-2620 v4", 16, 64, "hdd", 2000)
@@ -30,8 +36,7 @@ def record(n: int, hw: HardwareClass, template: str = "debian-12", *, ok: bool =
     stages, t = [], 1000.0 * n
     for name, fast_s, slow_s, size in STAGES:
         seconds = (slow_s if slow else fast_s) * jitter
-        stages.append({"name": name, "label": name, "state": "succeeded", "started_at": t,
-                       "finished_at": t + seconds, "seconds": seconds, "bytes": size})
+        stages.append(Stage(name, name, "succeeded", t, seconds, size))
         t += seconds
     finished = end if end is not None else t
     return DeploymentRecord(f"wf{n}", f"m{n}", f"node-{n}", template, "native", hw,
@@ -60,8 +65,9 @@ def machine_of(hw: HardwareClass) -> Machine:
 async def history_with(records: list[DeploymentRecord]) -> tuple[DeploymentHistory, SqliteStore]:
     store = SqliteStore(":memory:")
     await store.open()
-    history = DeploymentHistory(store)
+    history = DeploymentHistory(store, lambda _id: None)
     await history.start()
+    await history.ready()
     for r in records:
         await history.add(r)
     return history, store
@@ -136,7 +142,7 @@ async def test_finished_workflows_are_recorded_once_and_survive_a_restart(
     await store.open()
     fleet = Fleet(store)
     await fleet.start()
-    history = DeploymentHistory(store)
+    history = DeploymentHistory(store, fleet.lookup)
     await history.start()
     machine = machine_of(FAST)
     machine.state = State.READY
@@ -166,8 +172,9 @@ async def test_finished_workflows_are_recorded_once_and_survive_a_restart(
 
     store = SqliteStore(db)  # the same file, as after a restart
     await store.open()
-    again = DeploymentHistory(store)
+    again = DeploymentHistory(store, lambda _id: None)
     await again.start()
+    await again.ready()
     try:
         assert [r.id for r in again.records] == ["wf-new"]
         assert len(await store.list(DEPLOYMENT)) == 1

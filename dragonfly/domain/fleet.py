@@ -196,6 +196,10 @@ class Fleet:
     def name_taken(self, name: str) -> bool:
         return name in self._names or name in self._adding
 
+    def lookup(self, machine_id: str) -> Machine | None:
+        """The machine, or None when there is none by that id."""
+        return self._machines.get(machine_id)
+
     def get_machine(self, machine_id: str) -> Machine:
         machine = self._machines.get(machine_id)
         if machine is None:
@@ -364,7 +368,7 @@ class Fleet:
         if self.estimate is not None and workflow.active:
             # The deployment timer's learned ETA replaces the runner's own guess.
             with contextlib.suppress(Exception):
-                eta, basis = self.estimate(workflow, self._machines.get(workflow.machine_id),
+                eta, basis = self.estimate(workflow, self.lookup(workflow.machine_id),
                                            self.clock())
                 if eta is not None:
                     workflow.eta_seconds, workflow.eta_basis = eta, basis

@@ -53,9 +53,11 @@ class Adoptions:
             self._docs[doc.key] = dict(doc.data)
         watch = self.power.store.watch((MACHINE,))
         self._watcher = asyncio.create_task(self._follow(watch), name="bmc adoptions")
-        # A machine may have reported its BMC while the server was down.
-        for doc in await self.power.store.list(MACHINE):
-            await self._maybe_link(doc.key, doc.data)
+        # A machine may have reported its BMC while the server was down (only worth reading
+        # every machine when an adoption is waiting).
+        if any(d["state"] == WAITING for d in self._docs.values()):
+            for doc in await self.power.store.list(MACHINE):
+                await self._maybe_link(doc.key, doc.data)
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -121,8 +121,8 @@ def _summarise(records: list[DeploymentRecord]) -> _Group:
     rates: dict[str, list[float]] = defaultdict(list)
     for record in records:
         for stage in record.stages:
-            seconds[stage["name"]].append(float(stage["seconds"]))
-            if stage.get("bytes") and stage["seconds"] > 0:
-                rates[stage["name"]].append(stage["bytes"] / stage["seconds"])
+            seconds[stage.name].append(stage.seconds)
+            if stage.bytes and stage.seconds > 0:
+                rates[stage.name].append(stage.bytes / stage.seconds)
     return _Group(len(records), {k: statistics.median(v) for k, v in seconds.items()},
                   {k: statistics.median(v) for k, v in rates.items()})

@@ -4,7 +4,8 @@ store as documents of kind ``deployment`` keyed by workflow id, and held in memo
 estimator, the dashboard's figures and the metrics.
 
 Records are made by watching the workflow documents: whoever runs a deployment (the native
-engine, the demo's simulator, Tinkerbell later) only has to finish its workflow.
+engine, the demo's simulator, Tinkerbell later) only has to finish its workflow. The machine's
+hardware is read as it is when the deployment finishes (``machine``: the fleet's lookup).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from dragonfly.domain.model import Machine, Workflow, WorkflowState
@@ -25,7 +28,6 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT = "deployment"
 WORKFLOW = "workflow"  # dragonfly.domain.fleet.WORKFLOW
-MACHINE = "machine"
 GIB = 1 << 30
 
 
@@ -84,6 +86,54 @@ def _disk_kind(disk: dict[str, Any]) -> str:
     return "hdd" if disk.get("rotational") else "ssd"
 
 
+_HARDWARE: dict[HardwareClass, HardwareClass] = {}
+
+
+def _shared(hardware: HardwareClass) -> HardwareClass:
+    """One object per distinct hardware class (a fleet has few, its history many records)."""
+    return _HARDWARE.setdefault(hardware, hardware)
+
+
+class Stage:
+    """One stage of a finished deployment, compact: 10,000 deployments of ten stages each are
+    held in memory, and a dict per stage cost four times as much. Reads like the dict it is
+    stored as (``stage["seconds"]``, ``stage.get("bytes")``)."""
+
+    __slots__ = ("name", "label", "state", "started_at", "seconds", "bytes")
+    KEYS = ("name", "label", "state", "started_at", "finished_at", "seconds", "bytes")
+
+    def __init__(self, name: str, label: str, state: str, started_at: float, seconds: float,
+                 bytes: int) -> None:  # noqa: A002 (the stored key)
+        self.name = sys.intern(name)
+        self.label = sys.intern(label)
+        self.state = sys.intern(state)
+        self.started_at = started_at
+        self.seconds = seconds
+        self.bytes = bytes
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stage:
+        return cls(str(data.get("name", "")), str(data.get("label", "")),
+                   str(data.get("state", "")), float(data.get("started_at", 0.0) or 0.0),
+                   float(data.get("seconds", 0.0) or 0.0), int(data.get("bytes", 0) or 0))
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "finished_at":
+            return self.started_at + self.seconds
+        if key not in self.__slots__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: self[key] for key in self.KEYS}
+
+
 @dataclass
 class DeploymentRecord:
     id: str
@@ -96,7 +146,7 @@ class DeploymentRecord:
     reason: str
     started_at: float
     finished_at: float
-    stages: list[dict[str, Any]] = field(default_factory=list)  # name, label, seconds, bytes
+    stages: list[Stage] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -107,10 +157,13 @@ class DeploymentRecord:
         return self.result == "succeeded"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["model"] = self.hardware.model
-        data["seconds"] = round(self.seconds, 1)
-        return data
+        # By hand, not dataclasses.asdict: its deep copy dominated listing 1,000 records.
+        return {"id": self.id, "machine_id": self.machine_id, "machine_name": self.machine_name,
+                "template": self.template, "engine": self.engine,
+                "hardware": dict(self.hardware.__dict__), "model": self.hardware.model,
+                "result": self.result, "reason": self.reason, "started_at": self.started_at,
+                "finished_at": self.finished_at, "seconds": round(self.seconds, 1),
+                "stages": [stage.to_dict() for stage in self.stages]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
@@ -119,11 +172,12 @@ class DeploymentRecord:
         return cls(id=str(data["id"]), machine_id=str(data.get("machine_id", "")),
                    machine_name=str(data.get("machine_name", "")),
                    template=str(data.get("template", "")), engine=str(data.get("engine", "")),
-                   hardware=HardwareClass(**known), result=str(data.get("result", "")),
+                   hardware=_shared(HardwareClass(**known)), result=str(data.get("result", "")),
                    reason=str(data.get("reason", "")),
                    started_at=float(data.get("started_at", 0.0)),
                    finished_at=float(data.get("finished_at", 0.0)),
-                   stages=list(data.get("stages", [])))
+                   stages=[Stage.from_dict(d) for d in data.get("stages", [])
+                           if isinstance(d, dict)])
 
     @classmethod
     def of(cls, wf: Workflow, machine: Machine | None) -> DeploymentRecord:
@@ -132,12 +186,10 @@ class DeploymentRecord:
             started, finished = action.get("started_at"), action.get("finished_at")
             if started is None or finished is None:
                 continue
-            stages.append({"name": str(action.get("name", "")),
-                           "label": str(action.get("label", "")),
-                           "state": str(action.get("state", "")),
-                           "started_at": float(started), "finished_at": float(finished),
-                           "seconds": round(max(0.0, float(finished) - float(started)), 3),
-                           "bytes": int(action.get("bytes_done", 0) or 0)})
+            stages.append(Stage(str(action.get("name", "")), str(action.get("label", "")),
+                                str(action.get("state", "")), float(started),
+                                round(max(0.0, float(finished) - float(started)), 3),
+                                int(action.get("bytes_done", 0) or 0)))
         disk = ""
         select = wf.action("select-disk")
         if select is not None:
@@ -155,28 +207,41 @@ class DeploymentHistory:
 
     name = "deployment history"
 
-    def __init__(self, store: Store, *, clock: Any = time.time) -> None:
+    def __init__(self, store: Store, machine: Callable[[str], Machine | None], *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.machine = machine  # a machine by id, as it is now (the fleet's)
         self.clock = clock
         self.records: list[DeploymentRecord] = []
         self._ends: list[float] = []  # finished_at of each record, for bisect
         self._ids: set[str] = set()
-        self._machines: dict[str, Machine] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+        self._stats: dict[tuple[int, int], dict[str, Any]] = {}
         self.version = 0  # bumped on every new record (caches key on it)
 
     async def start(self) -> None:
-        docs = await self.store.list(DEPLOYMENT)
-        for doc in sorted(docs, key=lambda d: float(d.data.get("finished_at", 0.0))):
-            self._add(DeploymentRecord.from_dict(doc.data))
-        watch = self.store.watch((WORKFLOW, MACHINE))
+        # Watch first, load after: a deployment that finishes meanwhile is not missed (a
+        # record is added once, whichever way it comes). Loading 10,000 records takes a
+        # second or two; the server answers meanwhile and the history's readers wait.
+        watch = self.store.watch((WORKFLOW,))
         self._watcher = asyncio.create_task(self._follow(watch), name="deployment history")
-        for doc in await self.store.list(MACHINE):
-            with contextlib.suppress(Exception):
-                self._machines[doc.key] = Machine.from_dict(doc.data)
+
+    async def ready(self) -> None:
+        """Wait until the stored history is loaded (the API's readers call this)."""
+        await self._loaded.wait()
+
+    async def _load(self) -> None:
+        docs = await self.store.list(DEPLOYMENT)
+        records = await asyncio.to_thread(
+            lambda: sorted((DeploymentRecord.from_dict(d.data) for d in docs),
+                           key=lambda r: r.finished_at))
+        for record in records:
+            self._add(record)
         # Deployments that finished while nothing watched (a crash between the two writes).
         for doc in await self.store.list(WORKFLOW):
             await self._consider(doc.data)
+        self._loaded.set()
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -196,20 +261,17 @@ class DeploymentHistory:
 
     async def _follow(self, watch: Watch) -> None:
         try:
+            await self._load()
             async for change in watch:
                 if change.data is None:
-                    if change.kind == MACHINE:
-                        self._machines.pop(change.key, None)
                     continue
                 try:
-                    if change.kind == MACHINE:
-                        self._machines[change.key] = Machine.from_dict(change.data)
-                    else:
-                        await self._consider(change.data)
+                    await self._consider(change.data)
                 except Exception:
                     log.exception("recording deployment %s failed", change.key)
         finally:
             watch.close()
+            self._loaded.set()  # stopped: readers must not wait forever
 
     async def _consider(self, data: dict[str, Any]) -> None:
         state = data.get("state")
@@ -220,7 +282,7 @@ class DeploymentHistory:
         wf = Workflow.from_dict(data)
         if not wf.started_at and not wf.actions:
             return  # never ran (refused at once): not a deployment to learn from
-        record = DeploymentRecord.of(wf, self._machines.get(wf.machine_id))
+        record = DeploymentRecord.of(wf, self.machine(wf.machine_id))
         await self.store.put(DEPLOYMENT, record.id, record.to_dict())
         self._add(record)
 
@@ -228,9 +290,6 @@ class DeploymentHistory:
         """Record a deployment directly (the demo's backfilled history)."""
         await self.store.put(DEPLOYMENT, record.id, record.to_dict())
         self._add(record)
-
-    def machine(self, machine_id: str) -> Machine | None:
-        return self._machines.get(machine_id)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -241,27 +300,17 @@ class DeploymentHistory:
         return self.records[-count:]
 
     def stats(self, *, tz_offset_minutes: int = 0) -> dict[str, Any]:
-        """Everything the dashboard's Deployed card and charts show, in one pass."""
-        now = self.clock()
-        ok = [r for r in self.records if r.succeeded]
-        day = self.since(now - 86400)
-        by_template: dict[str, list[DeploymentRecord]] = defaultdict(list)
-        by_model: dict[str, list[DeploymentRecord]] = defaultdict(list)
-        by_day: Counter[tuple[str, str]] = Counter()
-        by_hour: Counter[tuple[int, str]] = Counter()
-        shift = tz_offset_minutes * 60
-        for r in self.records:
-            by_template[r.template].append(r)
-            by_model[r.hardware.model].append(r)
-            local = time.gmtime(r.finished_at + shift)
-            by_day[(time.strftime("%Y-%m-%d", local), r.result)] += 1
-            by_hour[(local.tm_hour, r.result)] += 1
-        days = sorted({d for d, _ in by_day})[-30:]
+        """Everything the dashboard's Deployed card and charts show. The groups are computed
+        once per new record (and time zone); only the last 24 h is counted per call."""
+        key = (self.version, tz_offset_minutes)
+        groups = self._stats.get(key)
+        if groups is None:
+            if len(self._stats) > 32:
+                self._stats.clear()
+            groups = self._stats[key] = self._groups(tz_offset_minutes * 60)
+        day = self.since(self.clock() - 86400)
         return {
-            "total": len(self.records),
-            "deployed": len(ok),
-            "failed": len(self.records) - len(ok),
-            "average_seconds": _mean([r.seconds for r in ok]),
+            **groups,
             "last_24h": {"deployed": sum(r.succeeded for r in day),
                          "failed": sum(not r.succeeded for r in day),
                          "average_seconds": _mean([r.seconds for r in day if r.succeeded])},
@@ -269,12 +318,33 @@ class DeploymentHistory:
                         "template": r.template, "result": r.result,
                         "seconds": round(r.seconds, 1), "finished_at": r.finished_at,
                         "reason": r.reason} for r in self.recent(100)],
+        }
+
+    def _groups(self, shift: float) -> dict[str, Any]:
+        ok = [r for r in self.records if r.succeeded]
+        by_template: dict[str, list[DeploymentRecord]] = defaultdict(list)
+        by_model: dict[str, list[DeploymentRecord]] = defaultdict(list)
+        by_day: Counter[tuple[int, bool]] = Counter()
+        by_hour: Counter[tuple[int, bool]] = Counter()
+        for r in self.records:
+            by_template[r.template].append(r)
+            by_model[r.hardware.model].append(r)
+            local = r.finished_at + shift
+            by_day[(int(local // 86400), r.succeeded)] += 1
+            by_hour[(int(local % 86400 // 3600), r.succeeded)] += 1
+        days = sorted({d for d, _ in by_day})[-30:]
+        return {
+            "total": len(self.records),
+            "deployed": len(ok),
+            "failed": len(self.records) - len(ok),
+            "average_seconds": _mean([r.seconds for r in ok]),
             "by_template": [_group(name, rs) for name, rs in sorted(by_template.items())],
             "by_hardware": [_group(name, rs) for name, rs in sorted(by_model.items())],
-            "by_day": [{"day": d, "succeeded": by_day[(d, "succeeded")],
-                        "failed": by_day[(d, "failed")]} for d in days],
-            "by_hour": [{"hour": h, "succeeded": by_hour[(h, "succeeded")],
-                         "failed": by_hour[(h, "failed")]} for h in range(24)],
+            "by_day": [{"day": time.strftime("%Y-%m-%d", time.gmtime(d * 86400)),
+                        "succeeded": by_day[(d, True)], "failed": by_day[(d, False)]}
+                       for d in days],
+            "by_hour": [{"hour": h, "succeeded": by_hour[(h, True)],
+                         "failed": by_hour[(h, False)]} for h in range(24)],
         }
 
 

@@ -42,6 +42,7 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
              Param("machine"), Param("limit", type="integer")))
 async def list_deployments(request: web.Request) -> list[dict[str, Any]]:
     history = history_of(request)
+    await history.ready()
     limit = _int(request, "limit", 100, 1, MAX_LIMIT)
     template, result = request.query.get("template", ""), request.query.get("result", "")
     machine = request.query.get("machine", "")
@@ -63,4 +64,6 @@ async def list_deployments(request: web.Request) -> list[dict[str, Any]]:
                                            "views (the browser's)"),))
 async def deployment_stats(request: web.Request) -> dict[str, Any]:
     offset = _int(request, "tz_offset", 0, -14 * 60, 14 * 60)
-    return history_of(request).stats(tz_offset_minutes=offset)
+    history = history_of(request)
+    await history.ready()
+    return history.stats(tz_offset_minutes=offset)
