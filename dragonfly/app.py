@@ -27,6 +27,7 @@ from dragonfly.images import routes as image_routes
 from dragonfly.panel import add_panel_routes
 from dragonfly.power import routes as power_routes
 from dragonfly.templates import routes as template_routes
+from dragonfly.timer import metrics
 from dragonfly.timer import routes as timer_routes
 from dragonfly.workflow import routes as workflow_routes
 
@@ -47,15 +48,18 @@ def build_api_router() -> ApiRouter:
     """Every declared route but access control's (``install_auth`` adds those)."""
     router = ApiRouter()
     for module in (meta, machines, locks, agent_operator, edge_routes, agent_routes,
-                   workflow_routes, image_routes, template_routes, power_routes, timer_routes):
+                   workflow_routes, image_routes, template_routes, power_routes, timer_routes,
+                   metrics):
         router.extend(module.api)
     return router
 
 
 def create_app(ctx: AppContext) -> web.Application:
-    app = web.Application(middlewares=[server_timing, error_middleware],
-                          client_max_size=8 << 20)
+    # The boot HTTP counter sits outside the error edge: it counts the status sent.
+    app = web.Application(middlewares=[server_timing, metrics.count_boot_http,
+                                       error_middleware], client_max_size=8 << 20)
     app[CTX] = ctx
+    metrics.install_metrics(app)
     ctx.router = build_api_router()
     install_auth(app, ctx)  # access control: its routes, pages and the enforcing middleware
     for route in ctx.router.routes:

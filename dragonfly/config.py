@@ -33,6 +33,9 @@ class Setting:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    # A credential: ``shown`` masks it wherever settings are displayed (the settings API, the
+    # CLI, a Config's repr); only the config file and the environment hold its value.
+    secret: bool = False
 
     @property
     def key(self) -> str:
@@ -76,6 +79,15 @@ class Setting:
         if self.choices and result not in self.choices:
             raise InvalidInput(f"{where}: {result!r} is not one of {', '.join(self.choices)}")
         return result
+
+    def shown(self, value: Any) -> Any:
+        """``value`` as it may be displayed: a secret only says whether it is set."""
+        if not self.secret:
+            return value
+        return SECRET_MASK if value else ""
+
+
+SECRET_MASK = "(set)"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -175,6 +187,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tinkerbell", "namespace", str, "tink-system",
             "Tinkerbell mode: namespace of the Tinkerbell stack, where Dragonfly creates "
             "Hardware, Template and Workflow objects."),
+    Setting("metrics", "token", str, "",
+            "Bearer token Prometheus must send to scrape /metrics (Authorization: Bearer "
+            "<token>). Empty: /metrics is open to every address the panel's allowlist "
+            "(security.allowlist) admits, without a login. Never shown by the panel, the API "
+            "or the logs.", secret=True),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -192,6 +209,14 @@ class Config:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+    def shown(self) -> dict[str, Any]:
+        """Every value as it may be displayed: secrets masked."""
+        return {k: SETTINGS_BY_KEY[k].shown(v) if k in SETTINGS_BY_KEY else v
+                for k, v in self._values.items()}
+
+    def __repr__(self) -> str:
+        return f"Config({self.shown()!r}, path={self.path!r})"
 
     @property
     def state_dir(self) -> Path:

@@ -106,7 +106,12 @@ async def test_without_an_image_store_the_routes_say_so(
     for route in routes.api.routes:
         app.router.add_route(route.method, route.path, route.handler)
     client = await aiohttp_client(app)
+    # Listing says there is nothing; what needs a store says there is none.
     r = await client.get("/api/images")
+    assert r.status == 200 and await r.json() == {"images": [], "downloads": []}
+    r = await client.get("/images/" + "a" * 64)
+    assert r.status == 503 and "no image store" in (await r.json())["error"]
+    r = await client.delete("/api/images/" + "a" * 64)
     assert r.status == 503 and "no image store" in (await r.json())["error"]
 
 

@@ -133,6 +133,9 @@ CRITICAL: dict[tuple[str, str], str] = {
     # the deployment timer: figures for everyone who can read
     ("GET", "/api/deployments"): "read",
     ("GET", "/api/deployments/stats"): "read",
+    # Prometheus metrics: open to the allowlist without a login (metrics.token, when set, is
+    # checked by the handler: tests/test_metrics.py)
+    ("GET", "/metrics"): "public",
 }
 # The least level any action's route may declare: the route's own floor.
 ACTION_FLOOR = "user"

@@ -114,8 +114,9 @@ class RuntimeSettings:
         out = []
         for key in RUNTIME_KEYS:
             setting = SETTINGS_BY_KEY[key]
-            out.append({"key": key, "value": overrides.get(key, self.config[key]),
+            out.append({"key": key,
+                        "value": setting.shown(overrides.get(key, self.config[key])),
                         "source": "panel" if key in overrides else "config",
-                        "default": setting.default, "help": setting.help,
+                        "default": setting.shown(setting.default), "help": setting.help,
                         "type": setting.type.__name__, "choices": list(setting.choices)})
         return out

@@ -26,7 +26,8 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
                 for p in route.params],
             "responses": {
                 str(route.status): {"description": "OK", "content": {
-                    "text/event-stream" if route.streaming else "application/json": {
+                    route.produces or ("text/event-stream" if route.streaming
+                                       else "application/json"): {
                         "schema": {}}}},
                 "default": {"description": "Error",
                             "content": {"application/json": {"schema": _ERROR}}},

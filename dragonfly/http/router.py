@@ -53,6 +53,10 @@ class Route:
     head: bool = False
     guard: Guard | None = None
     access_for: AccessFor | None = None  # may only tighten ``access``
+    # The handler checks the Authorization header itself (a "public" route with its own
+    # bearer token, e.g. /metrics): the access middleware does not take it for an API token.
+    own_credentials: bool = False
+    produces: str = ""  # the response's media type when not JSON (or an event stream)
 
 
 class ApiRouter:
@@ -63,7 +67,8 @@ class ApiRouter:
               params: tuple[Param, ...] = (), body: dict[str, Any] | None = None,
               access: str = "read", streaming: bool = False, status: int = 200,
               head: bool = False, guard: Guard | None = None,
-              access_for: AccessFor | None = None) -> Callable[[Handler], Handler]:
+              access_for: AccessFor | None = None, own_credentials: bool = False,
+              produces: str = "") -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             path_params = tuple(
                 Param(name, "path", required=True)
@@ -71,7 +76,7 @@ class ApiRouter:
                 if not any(p.name == name for p in params))
             self.routes.append(Route(method, path, handler, summary, tag,
                                      path_params + params, body, access, streaming, status,
-                                     head, guard, access_for))
+                                     head, guard, access_for, own_credentials, produces))
             return handler
         return register
 
