@@ -64,6 +64,7 @@ def deployment_timer(fleet: Fleet, store: Store) -> DeploymentHistory:
 
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
+    from dragonfly.demo.history import DemoHistory
     from dragonfly.demo.power import DemoBmcs
     from dragonfly.demo.simulator import Simulator
 
@@ -78,7 +79,8 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     power = PowerService(store, None, registry=default_registry(fake_delay=2.0))
     ctx.power = power
     ctx.timer = deployment_timer(fleet, store)
-    ctx.services = [simulator, ctx.timer, bootlog, DemoBmcs(fleet, power), power]
+    ctx.services = [simulator, DemoHistory(fleet, ctx.timer, seed), ctx.timer, bootlog,
+                    DemoBmcs(fleet, power), power]
     ctx.runner = simulator
     ctx.edge = simulator.boot_edge
     return ctx

@@ -428,10 +428,10 @@ async def test_matrix_before_setup(aiohttp_client: Any) -> None:
 
 
 PAGES = ["/", "/machines", "/tags", "/docs", "/account", "/account/tokens", "/admin/users",
-         "/admin/audit", "/admin/security"]
+         "/admin/audit", "/admin/security", "/enclosures"]
 PAGE_ACCESS = {"/": "read", "/machines": "read", "/tags": "read", "/docs": "public",
                "/account": "user", "/account/tokens": "user", "/admin/users": "admin",
-               "/admin/audit": "admin", "/admin/security": "admin"}
+               "/admin/audit": "admin", "/admin/security": "admin", "/enclosures": "admin"}
 
 
 async def test_pages_by_role(aiohttp_client: Any) -> None:

@@ -244,3 +244,24 @@ async def test_the_demos_deployments_reach_the_history_and_the_api(aiohttp_clien
     if running:
         flow = await (await client.get(f"/api/workflows/{running[0]['id']}")).json()
         assert flow["eta_basis"] and flow["eta_seconds"] is not None
+
+
+async def test_a_stage_missing_from_the_closest_group_comes_from_a_wider_one() -> None:
+    # The closest group (this template on this hardware) ran another engine's stages only:
+    # a stage it never timed is taken from the deployments that did, not from the defaults.
+    others = [record(i, FAST) for i in range(4)]
+    tinkerbell = []
+    for i in range(4):
+        r = record(50 + i, SLOW, "ubuntu-24.04")
+        r.stages = [Stage("image2disk", "image2disk", "succeeded", 0.0, 33.0, 0)]
+        tinkerbell.append(r)
+    history, store = await history_with(others + tinkerbell)
+    try:
+        wf = running_workflow()
+        wf.actions = [{"name": "image2disk", "state": "pending", "share": 0.5}]
+        found = Estimator(history).estimate(wf, machine_of(FAST), 0.0)
+        assert found.seconds == 33.0, found
+        assert found.basis == "from 4 debian-12 deployments on Dell PowerEdge R650"
+    finally:
+        await history.stop()
+        await store.close()

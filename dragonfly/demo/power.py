@@ -5,7 +5,8 @@ it, except the ones just discovered (nobody has set up their BMC yet: the list's
 the BMC form on their page). Their draw wanders like a real server's, with half an hour of
 history already there, so the list and the machine page show watts and a sparkline from the
 first second. One machine in maintenance has a BMC that does not answer, so a failing BMC and
-its reason show too. Machines the simulator discovers later have no record.
+its reason show too. Machines the simulator discovers later have no record. A few installed
+machines are attached to the demo's OpenJBOD enclosures (dragonfly.demo.enclosures).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import time
 from typing import Any
 
+from dragonfly.demo.enclosures import add_demo_enclosures
 from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State
 from dragonfly.power.drivers import DriverEnv, PowerDriver, Registry
@@ -81,6 +83,7 @@ class DemoBmcs:
             # picks it up.
             await self.power.store.put(POWER, machine.id,
                                        self._history(machine, address, failing, now))
+        await add_demo_enclosures(self.fleet, self.power)
 
     def _history(self, machine: Machine, address: str, failing: bool, now: float
                  ) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Pages render the first screenful on the server (fast first paint, works without JS) and the
 scripts in ``web/static`` keep them live from ``/api/events``. Each page also embeds the data
 its script needs as JSON (``page_data``), so the script never re-fetches what the server just
-sent. ``render`` builds a page; ``pages`` holds the panel's own, ``auth`` the access-control
-ones.
+sent. ``render`` builds a page; ``pages`` holds the panel's own, ``power`` the power pages for
+administrators, ``auth`` the access-control ones.
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ from dragonfly.panel.render import PANEL_ENV, environment
 
 
 def add_panel_routes(app: web.Application) -> None:
+    # Late: its page declaration comes from the access-control middleware, which imports
+    # this package's renderer.
+    from dragonfly.panel.power import enclosures_page
+
     app[PANEL_ENV] = environment()
     app.router.add_get("/", dashboard)
     app.router.add_get("/machines", machines_page)
+    app.router.add_get("/enclosures", enclosures_page)
     app.router.add_get("/machines/{id}", machine_page)
     app.router.add_get("/tags", tags_page)
     app.router.add_get("/templates", templates_page)

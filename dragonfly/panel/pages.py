@@ -17,7 +17,7 @@ from dragonfly.auth.guard import all_locks, lock_of
 from dragonfly.boot.log import EXPECTATIONS
 from dragonfly.commands import build_parser
 from dragonfly.config import SETTINGS
-from dragonfly.context import ctx_of
+from dragonfly.context import AppContext, ctx_of
 from dragonfly.domain import catalog
 from dragonfly.domain.fleet import SORT_KEYS, summary
 from dragonfly.domain.model import (
@@ -169,12 +169,16 @@ async def machine_page(request: web.Request) -> web.Response:
     # Power through its BMC (None: this instance has no power control): the Power card, and
     # the actions its driver supports. The BMC record itself is for admins, from the API.
     power = await ctx.power.status(machine.id) if ctx.power is not None else None
+    # The OpenJBOD enclosures holding its disks, with the machines attached to each; their
+    # state is asked of the controllers by the page's script (GET .../enclosures).
+    enclosures = machine_enclosures(ctx, machine.id)
     return render(request, "machine.html", machine=data, actions=actions, power=power,
                   workflow=current, workflows=[w for w in workflows if w is not current],
                   history=history, templates=[t.to_dict() for t in catalog.TEMPLATES],
                   type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=GUARDED_ACTIONS,
                   boot_enabled=ctx.bootlog is not None, boot_macs=boot_macs,
                   agent=agent, agent_commands=AGENT_COMMANDS, no_agent_states=NO_AGENT_STATES,
+                  enclosures=enclosures,
                   page_data={"page": "machine", "machine": summary(machine),
                              "agent": agent, "no_agent_states": list(NO_AGENT_STATES),
                              "agent_commands": {c: {"label": label, "help": help_}
@@ -182,11 +186,37 @@ async def machine_page(request: web.Request) -> web.Response:
                              "transitions": transitions_data(),
                              "type_to_confirm": list(TYPE_TO_CONFIRM),
                              "workflow": current, "lock": lock, "power": power,
+                             "enclosures": enclosures,
                              "boot": ([] if ctx.bootlog is None
                                       else machine_timelines(ctx.bootlog, machine)),
                              "boot_enabled": ctx.bootlog is not None, "boot_macs": boot_macs,
                              "boot_expect": BOOT_EXPECT, "now": time.time()},
                   page_title=f"{machine.name} · Dragonfly")
+
+
+def machine_names(ctx: AppContext, ids: list[str]) -> dict[str, str]:
+    """Each machine's name (its id when it is gone from the inventory)."""
+    names = {}
+    for machine_id in ids:
+        try:
+            names[machine_id] = ctx.fleet.get_machine(machine_id).name
+        except NotFound:
+            names[machine_id] = machine_id
+    return names
+
+
+def machine_enclosures(ctx: AppContext, machine: str) -> list[dict[str, Any]]:
+    """The enclosures ``machine`` is attached to: [{name, machines: [{id, name}]}], without
+    asking their controllers anything."""
+    if ctx.power is None:
+        return []
+    enclosures = ctx.power.enclosures
+    out = []
+    for name in enclosures.of_machine(machine):
+        attached = enclosures.machines(name)
+        names = machine_names(ctx, attached)
+        out.append({"name": name, "machines": [{"id": m, "name": names[m]} for m in attached]})
+    return out
 
 
 async def tags_page(request: web.Request) -> web.Response:

@@ -59,17 +59,25 @@ class Estimator:
         self._groups = {key: _summarise(records) for key, records in buckets.items()}
         self._version = self.history.version
 
-    def group(self, template: str, model: str) -> tuple[_Group | None, str]:
-        """The narrowest group with enough deployments, and its description."""
+    def groups(self, template: str, model: str) -> list[tuple[_Group, str]]:
+        """The groups with enough deployments, narrowest first, with their descriptions."""
         self._refresh()
+        found = []
         for key, words in (((template, model), f"{template} deployments on {model}"),
                            ((template, ""), f"{template} deployments on other hardware"),
                            (("", model), f"deployments on {model}"),
                            (("", ""), "deployments of any template")):
-            found = self._groups.get(key)
-            if found is not None and found.count >= MIN_SAMPLES:
-                return found, f"from {found.count} {words}"
-        return None, "rough defaults: no deployments to learn from yet"
+            group = self._groups.get(key)
+            if group is not None and group.count >= MIN_SAMPLES:
+                found.append((group, f"from {group.count} {words}"))
+        return found
+
+    def group(self, template: str, model: str) -> tuple[_Group | None, str]:
+        """The narrowest group with enough deployments, and its description."""
+        found = self.groups(template, model)
+        if not found:
+            return None, "rough defaults: no deployments to learn from yet"
+        return found[0]
 
     def estimate(self, wf: Workflow, machine: Machine | None, now: float) -> Estimate:
         disk = ""
@@ -77,14 +85,20 @@ class Estimator:
         if select is not None:
             disk = str(select.get("result", {}).get("disk", ""))
         model = HardwareClass.of(machine, disk).model
-        group, basis = self.group(wf.template, model)
+        groups = self.groups(wf.template, model)
         left = 0.0
         for action in wf.actions:
             state = action.get("state")
             if state in ("succeeded", "failed"):
                 continue
+            # The narrowest group that has timed this stage (another engine's deployments
+            # have other stages: a Tinkerbell stage is looked for among Tinkerbell's).
+            name = str(action.get("name", ""))
+            group = next((g for g, _ in groups if name in g.seconds), None)
             left += self._stage_left(action, group, wf, now)
-        return Estimate(round(left, 1), basis, group.count if group else 0)
+        if not groups:
+            return Estimate(round(left, 1), "rough defaults: no deployments to learn from yet", 0)
+        return Estimate(round(left, 1), groups[0][1], groups[0][0].count)
 
     @staticmethod
     def _stage_left(action: dict[str, Any], group: _Group | None, wf: Workflow,

@@ -10,6 +10,7 @@ import { initAccountMenu } from "./js/account.js";
 import { initDashboard } from "./js/dashboard.js";
 import { PAGE_NAME } from "./js/data.js";
 import { initDialogs } from "./js/dialogs.js";
+import { initEnclosures } from "./js/enclosures.js";
 import { refreshTimes } from "./js/fmt.js";
 import { initSafety } from "./js/guards.js";
 import { live } from "./js/live.js";
@@ -20,7 +21,8 @@ import { initTags } from "./js/tags.js";
 import { initTemplates } from "./js/templates.js";
 import { initTheme } from "./js/theme.js";
 
-const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initMachine, tags: initTags, templates: initTemplates };
+const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initMachine, tags: initTags, templates: initTemplates,
+  enclosures: initEnclosures };
 
 initTheme();
 initDialogs();

@@ -7,8 +7,11 @@ export class ApiError extends Error {
   constructor(message, detail, status) { super(message); this.detail = detail; this.status = status; }
 }
 
-/** JSON in, JSON out; a non-2xx answer becomes an ApiError carrying the API's {error, detail}. */
-export async function api(method, url, body) {
+/**
+ * JSON in, JSON out; a non-2xx answer becomes an ApiError carrying the API's {error, detail}.
+ * `quiet`: the caller shows a 423 refusal itself (no "locked" toast).
+ */
+export async function api(method, url, body, { quiet = false } = {}) {
   const headers = { Accept: "application/json" };
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content; // once logins exist
   if (csrf) headers["X-CSRF-Token"] = csrf;
@@ -27,7 +30,7 @@ export async function api(method, url, body) {
       // The session ended (or never was): sign in, then come back here.
       err.shown = true;
       goToLogin();
-    } else if (res.status === 423) {
+    } else if (res.status === 423 && !quiet) {
       // Safety mode or a node lock refused it: the server's text says which and why.
       err.shown = true;
       toast(err.detail?.safety ? "Safety mode is on" : "This machine is locked", err.message, "error", "lock");

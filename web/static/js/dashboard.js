@@ -1,10 +1,13 @@
 // The dashboard: deployments advancing live, the fleet's counts and recently seen machines,
-// and (dashboard/boot-activity.js) the boot doctor's newest MACs and the boot edge's banners.
+// (dashboard/deployed.js) the Deployed card and the deployment charts, and
+// (dashboard/boot-activity.js) the boot doctor's newest MACs and the boot edge's banners.
 
 import { api } from "./api.js";
-import { badge, bump, empty, progressBar, setProgress, when } from "./components.js";
+import { badge, bump, empty, progressBar, when } from "./components.js";
 import { PAGE, templateName } from "./data.js";
 import { initBootCard, initBootEdge } from "./dashboard/boot-activity.js";
+import { initDeployed } from "./dashboard/deployed.js";
+import { etaText, setDeploymentBar } from "./dashboard/progress.js";
 import { $, $$, byData, h, setText, throttle } from "./dom.js";
 import { fmt } from "./fmt.js";
 import { lockMark, setLockMark } from "./guards.js";
@@ -29,15 +32,23 @@ function initDeployments(names) {
       h("div", { class: "deploy-meta" },
         h("span", { "data-field": "stage" }, wf.stage || wf.state),
         h("span", { "data-field": "bytes" }, `${fmt.bytes(wf.bytes_done)} / ${fmt.bytes(wf.bytes_total)}`),
-        h("span", { "data-field": "eta" }, `ETA ${fmt.eta(wf.eta_seconds)}`)));
+        h("span", { "data-field": "eta" }, "")));
+  };
+
+  // The timer's ETA ("about 4 min left"), with what it is learned from as the tooltip; the
+  // bar marks a running step that reports no measure with a barber pole.
+  const showEta = (li, wf) => {
+    const eta = byData(li, "field", "eta");
+    setText(eta, wf.state === "running" ? etaText(wf) || "ETA —" : wf.state);
+    if (wf.state === "running" && wf.eta_basis) eta.title = `Estimated ${wf.eta_basis}`; else eta.removeAttribute("title");
+    setDeploymentBar(li.querySelector(".progress"), wf);
   };
 
   const updateItem = (li, wf) => {
     setText(byData(li, "field", "pct"), fmt.pct(wf.progress));
     setText(byData(li, "field", "stage"), wf.state === "failed" ? `failed at ${wf.stage}` : wf.state === "succeeded" ? "done" : (wf.stage || wf.state));
     setText(byData(li, "field", "bytes"), `${fmt.bytes(wf.bytes_done)} / ${fmt.bytes(wf.bytes_total)}`);
-    setText(byData(li, "field", "eta"), wf.state === "running" ? `ETA ${fmt.eta(wf.eta_seconds)}` : wf.state);
-    setProgress(li.querySelector(".progress"), wf.progress, wf.state);
+    showEta(li, wf);
   };
 
   const sync = () => {
@@ -78,6 +89,7 @@ function initDeployments(names) {
     const active = data.state === "running" || data.state === "pending";
     if (!li && active) {
       li = deployItem(data);
+      showEta(li, data);
       list.append(li);
       nameFor(li, data.machine_id, data.machine_name);
     } else if (li) {
@@ -93,7 +105,7 @@ function initDeployments(names) {
     for (const li of $$(".deploy", list)) if (!activeIds.has(li.dataset.wf) && !finishing.has(li.dataset.wf)) li.remove();
     for (const wf of activeWorkflows) {
       const li = byData(list, "wf", wf.id);
-      if (li) updateItem(li, wf); else { const item = deployItem(wf); list.append(item); nameFor(item, wf.machine_id); }
+      if (li) updateItem(li, wf); else { const item = deployItem(wf); showEta(item, wf); list.append(item); nameFor(item, wf.machine_id); }
     }
     sync();
   };
@@ -146,4 +158,6 @@ export function initDashboard() {
   });
   initBootCard();
   initBootEdge();
+  initDeployed();
+  refresh(); // the server drew the deployments; this adds the ETAs' bases and barber poles
 }

@@ -28,6 +28,25 @@ export const fmt = {
     if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
     return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
   },
+  /** A rough duration for an estimate: "a few seconds", "about 35 s", "about 4 min". */
+  about(seconds) {
+    if (seconds == null) return "—";
+    const s = Math.max(0, seconds);
+    if (s < 10) return "a few seconds";
+    if (s < 60) return `about ${Math.round(s / 5) * 5} s`;
+    if (s < 3570) return `about ${Math.round(s / 60)} min`;
+    const m = Math.round(s / 300) * 5;
+    return `about ${Math.floor(m / 60)} h${m % 60 ? ` ${String(m % 60).padStart(2, "0")} min` : ""}`;
+  },
+  /** A short duration for a chart's labels: "48 s", "7.5 min", "1.2 h". */
+  short(seconds) {
+    if (seconds == null) return "—";
+    const s = Math.max(0, seconds);
+    const one = (v) => (v >= 10 ? String(Math.round(v)) : String(Math.round(v * 10) / 10));
+    if (s < 90) return `${Math.round(s)} s`;
+    if (s < 5400) return `${one(s / 60)} min`;
+    return `${one(s / 3600)} h`;
+  },
   ago(ts) {
     if (!ts) return "never";
     const d = Math.max(0, Date.now() / 1000 - ts);

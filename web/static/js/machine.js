@@ -1,6 +1,6 @@
 // The machine page: its header and actions, lock and safety mode, the discovery agent,
-// tags and role, the Deployment card, history, the boot timeline, power through its BMC and
-// the BMC record (each in machine/), kept live from the event stream.
+// tags and role, the Deployment card, history, the boot timeline, power through its BMC, the
+// BMC record and its enclosures (each in machine/), kept live from the event stream.
 
 import { api } from "./api.js";
 import { PAGE } from "./data.js";
@@ -11,6 +11,7 @@ import { initActions } from "./machine/actions.js";
 import { initAgent } from "./machine/agent.js";
 import { initBmc } from "./machine/bmc.js";
 import { initBootTimeline } from "./machine/boot-timeline.js";
+import { initEnclosures } from "./machine/enclosures.js";
 import { initGuards } from "./machine/guards.js";
 import { initHeader } from "./machine/header.js";
 import { historyItem, initHistory } from "./machine/history.js";
@@ -46,6 +47,7 @@ export function initMachine() {
   initHistory(ctx, agent.reloadSoon);
   const power = initPower(ctx);
   const bmc = initBmc(ctx, { changed: power.reload });
+  const enclosures = initEnclosures(ctx);
 
   live.on("machine", ({ op, id: changed, data }) => {
     if (changed !== id) return;
@@ -83,4 +85,5 @@ export function initMachine() {
   agent.schedule();
   power.render();
   bmc.load();
+  enclosures.reload();
 }

@@ -1,12 +1,13 @@
 // The machine list: search, filters and sorting that re-query the API, paging, live rows,
-// and (machines/) the row builders, the selection with its bulk tagging, and power (the
-// Power column, the power filter and bulk power actions).
+// and (machines/) the row builders, the selection with its bulk tagging, power (the Power
+// column, the power filter and bulk power actions) and, for admins, Adopt from BMC.
 
 import { api } from "./api.js";
 import { APP, PAGE, PAGE_SIZE } from "./data.js";
 import { $, $$, byData, debounce, h, icon, setText, throttle } from "./dom.js";
 import { setLockMark } from "./guards.js";
 import { live } from "./live.js";
+import { initAdopt } from "./machines/adopt.js";
 import { initListPower } from "./machines/power.js";
 import { machineRows } from "./machines/rows.js";
 import { initSelection } from "./machines/selection.js";
@@ -162,6 +163,7 @@ export function initMachines() {
   const requery = throttle(() => load({ limit: Math.max(PAGE_SIZE, tbody.rows.length) }), 1500);
   const listPower = powers && initListPower(tbody, powers, { query, requery, selected, nameOf: (id) => names.get(id) || id });
   listPower?.loadAll().then((loaded) => { if (loaded && query.power) requery(); });
+  initAdopt({ nameOf: (id) => names.get(id) || "" }); // admins: Adopt from BMC and the adoptions
 
   initFilters(query, () => { syncURL(); selection.resetRange(); load(); });
   $("#load-more").addEventListener("click", () => load({ append: true }));

@@ -9,8 +9,9 @@ import { modal } from "../dialogs.js";
 import { $, $$, h, icon } from "../dom.js";
 import { showError, toast } from "../toast.js";
 
-// The record's fields each driver reads (dragonfly/power/drivers/__init__.py's factories).
-const DRIVER_FIELDS = {
+// The record's fields each driver reads (dragonfly/power/drivers/__init__.py's factories);
+// the adopt dialog (machines/adopt.js) and the enclosures page use them too.
+export const DRIVER_FIELDS = {
   ipmi: ["address", "port", "user", "password"],
   redfish: ["address", "port", "user", "password", "system", "ca_pem", "insecure"],
   openjbod: ["address", "port", "user", "password", "ca_pem", "insecure", "enclosure"],
@@ -34,19 +35,28 @@ const WORDS = {
     ipmi: ["Port", "623", "0: 623, IPMI's own."],
     wol: ["Port", "9", "0: 9, the usual Wake-on-LAN port."],
   },
-  user: { "*": ["User", "", ""] },
+  user: {
+    "*": ["User", "", ""],
+    openjbod: ["User", "admin", "Basic auth. Empty: the password is sent as a bearer token, as newer firmware wants."],
+  },
   password: {
     "*": ["Password", "", "Stored encrypted; never shown again."],
     wol: ["SecureOn password", "aa:bb:cc:dd:ee:ff", "Optional: 4 or 6 bytes, as hex or a dotted quad."],
   },
   system: { "*": ["Redfish system", "/redfish/v1/Systems/1", "Empty: the BMC's only system."] },
-  ca_pem: { "*": ["CA bundle (PEM)", "-----BEGIN CERTIFICATE-----", "Trust the BMC's certificate through this CA instead of the system's."] },
-  insecure: { "*": ["Skip TLS verification (insecure)", "", "Only for a BMC whose certificate cannot be verified: anyone on the path could pose as it."] },
+  ca_pem: {
+    "*": ["CA bundle (PEM)", "-----BEGIN CERTIFICATE-----", "Trust the BMC's certificate through this CA instead of the system's."],
+    openjbod: ["CA bundle (PEM)", "-----BEGIN CERTIFICATE-----", "For an HTTPS address: trust the controller's certificate through this CA instead of the system's."],
+  },
+  insecure: {
+    "*": ["Skip TLS verification (insecure)", "", "Only for a BMC whose certificate cannot be verified: anyone on the path could pose as it."],
+    openjbod: ["Skip TLS verification (insecure)", "", "Only for a controller whose certificate cannot be verified: anyone on the path could pose as it."],
+  },
   mac: { "*": ["MAC to wake", "aa:bb:cc:dd:ee:ff", "The network card that wakes the machine."] },
   broadcast: { "*": ["Broadcast address", "10.0.0.255", "Empty: the boot network's directed broadcast."] },
   enclosure: { "*": ["Enclosure", "", "Optional: which enclosure this controller drives."] },
 };
-const words = (field, driver) => WORDS[field][driver] || WORDS[field]["*"];
+export const words = (field, driver) => WORDS[field][driver] || WORDS[field]["*"];
 
 /** Builds the form in #bmc-config; `changed()` is told after a save or removal. */
 export function initBmc(ctx, { changed }) {

@@ -1,5 +1,5 @@
 // The machine page's lock and safety mode: the lock badge and callout, and destructive
-// buttons (power actions too) turned off with the reason.
+// buttons (power actions and its enclosures' too) turned off with the reason.
 
 import { when } from "../components.js";
 import { $, $$, byData, setText } from "../dom.js";
@@ -29,14 +29,15 @@ export function initGuards(ctx, renderAgent) {
         if (button.dataset.tool === "delete") button.title = DELETE_TITLE; else button.removeAttribute("title");
       }
     }
-    // Power through the BMC: every action is refused under a lock or safety mode.
-    for (const button of $$("#power-actions [data-guarded]")) {
+    // Power through the BMC, and of its enclosures: every action is refused under a lock or
+    // safety mode.
+    for (const button of $$("#power-actions [data-guarded], .enclosure-actions [data-guarded]")) {
       if (reason) {
         button.setAttribute("aria-disabled", "true");
         button.title = reason;
       } else {
         button.removeAttribute("aria-disabled");
-        button.title = POWER_OPS[button.dataset.powerOp]?.[2] || "";
+        button.title = button.dataset.help || POWER_OPS[button.dataset.powerOp]?.[2] || "";
       }
     }
     renderAgent();

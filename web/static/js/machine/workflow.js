@@ -1,16 +1,22 @@
 // The machine page's Deployment card: the current workflow's steps and progress, and the
-// past deployments below it.
+// past deployments below it. The ETA is the deployment timer's, with what it is learned from;
+// a running step shows a real % only when something measures it (bytes), else a barber pole.
 
 import { api } from "../api.js";
-import { progressBar, setProgress, when } from "../components.js";
+import { progressBar, when } from "../components.js";
+import { actionFraction, etaText, setDeploymentBar, setStepBar, stepBar } from "../dashboard/progress.js";
 import { templateName } from "../data.js";
 import { modal } from "../dialogs.js";
-import { $, $$, byData, h, icon, setText } from "../dom.js";
+import { $, $$, byData, capitalize, h, icon, setText } from "../dom.js";
 import { fmt } from "../fmt.js";
 import { showError } from "../toast.js";
 
 const stepIcon = (state) => ({ succeeded: icon("check-circle"), failed: icon("x-circle"), running: icon("spinner", "spin") }[state] || icon("circle-dashed"));
-const stepState = (a) => (a.state === "running" ? `running · ${Math.round(a.progress)}%` : a.state);
+const stepState = (a, wf) => {
+  if (a.state !== "running") return a.state;
+  const fraction = actionFraction(a, wf);
+  return fraction == null ? "running" : `running · ${Math.round(fraction * 100)}%`;
+};
 /** How long a step took (or has been running), for the per-action timeline. */
 const stepTime = (a) => {
   if (!a.started_at) return "";
@@ -33,7 +39,8 @@ const buildWorkflow = (wf) => h("div", {},
       h("span", { class: "num strong", "data-field": "pct" }, fmt.pct(wf.progress))),
     progressBar(wf.progress, "Deployment progress", wf.state),
     h("div", { class: "wf-line muted small" },
-      h("span", { "data-field": "bytes" }, ""), h("span", { "data-field": "eta" }, ""))),
+      h("span", { "data-field": "bytes" }, ""), h("span", { class: "wf-eta", "data-field": "eta" }, "")),
+    h("p", { class: "wf-basis small faint", "data-field": "eta-basis", hidden: true })),
   h("div", { class: "wf-error", "data-field": "error", hidden: true }, icon("x-circle"), h("p", {})),
   h("div", { class: "wf-installed", "data-field": "installed", hidden: true }),
   h("ol", { class: "steps-timeline", "data-field": "steps" }, wf.actions.map((a, i) =>
@@ -41,13 +48,16 @@ const buildWorkflow = (wf) => h("div", {},
       h("span", { class: "step-icon" }, stepIcon(a.state)),
       h("div", { class: "step-body" },
         h("div", { class: "step-head" }, h("span", { class: "step-name" }, a.label || a.name),
-          h("span", { class: "step-state" }, stepState(a)), h("span", { class: "step-time num muted small" }, stepTime(a))),
+          h("span", { class: "step-state" }, stepState(a, wf)), h("span", { class: "step-time num muted small" }, stepTime(a))),
         h("div", { class: "step-note muted small" }, stepNote(a)),
         a.image ? h("div", { class: "step-image mono faint" }, a.image) : null,
         h("details", { class: "step-log", hidden: !a.log }, h("summary", { class: "small" }, "Agent log"),
           h("pre", { class: "mono small" }, a.log || "")))))),
   h("div", { class: "wf-tools", "data-field": "tools", hidden: true },
     h("button", { type: "button", class: "btn btn-ghost", "data-abort": "" }, icon("x-circle"), "Abort deployment")));
+
+/** What the ETA is learned from, as a sentence: "Estimated from 14 debian-12 deployments on …". */
+const basisText = (basis) => (basis.startsWith("from ") ? `Estimated ${basis}` : capitalize(basis));
 
 /** The host keys and name the installed OS reported when it phoned home. */
 const installedFacts = (installed) => h("dl", { class: "facts small" },
@@ -56,11 +66,11 @@ const installedFacts = (installed) => h("dl", { class: "facts small" },
     h("div", {}, h("dt", {}, kind.replace("pub_key_", "").toUpperCase()), h("dd", { class: "mono faint" }, key))));
 
 /** Draw `wf` into the Deployment card, in place when it is the one already shown. */
-const renderWorkflow = (wf) => {
+const renderWorkflow = (wf, rebuild = false) => {
   const box = $("#workflow");
   const summary = $('[data-field="wf-summary"]');
   if (!wf) return;
-  if (box.dataset.wf !== wf.id || $$(".step", box).length !== wf.actions.length || !byData(box, "field", "tools")) {
+  if (rebuild || box.dataset.wf !== wf.id || $$(".step", box).length !== wf.actions.length || !byData(box, "field", "tools")) {
     box.replaceChildren(...buildWorkflow(wf).childNodes);
     box.dataset.wf = wf.id;
   }
@@ -69,9 +79,14 @@ const renderWorkflow = (wf) => {
     h("span", { class: `wf-state wf-${wf.state}` }, wf.state));
   setText(byData(box, "field", "stage"), wf.stage || wf.state);
   setText(byData(box, "field", "pct"), fmt.pct(wf.progress));
-  setProgress(box.querySelector(".wf-overall .progress"), wf.progress, wf.state);
+  setDeploymentBar(box.querySelector(".wf-overall .progress"), wf);
   setText(byData(box, "field", "bytes"), `${fmt.bytes(wf.bytes_done)} of ${fmt.bytes(wf.bytes_total)}`);
-  setText(byData(box, "field", "eta"), wf.state === "running" ? `ETA ${fmt.eta(wf.eta_seconds)}` : "");
+  // "about 4 min left", and below it what the estimate is learned from.
+  const eta = etaText(wf);
+  setText(byData(box, "field", "eta"), eta);
+  const basis = byData(box, "field", "eta-basis");
+  basis.hidden = !(eta && wf.eta_basis);
+  setText(basis, basis.hidden ? "" : basisText(wf.eta_basis));
   const installed = byData(box, "field", "installed");
   installed.hidden = !(wf.installed && wf.installed.at);
   if (!installed.hidden) installed.replaceChildren(installedFacts(wf.installed));
@@ -88,7 +103,7 @@ const renderWorkflow = (wf) => {
       li.className = cls;
       li.querySelector(".step-icon").replaceChildren(stepIcon(a.state));
     }
-    setText(li.querySelector(".step-state"), stepState(a));
+    setText(li.querySelector(".step-state"), stepState(a, wf));
     setText(li.querySelector(".step-time"), stepTime(a));
     setText(li.querySelector(".step-note"), stepNote(a));
     const logBox = li.querySelector(".step-log");
@@ -96,8 +111,8 @@ const renderWorkflow = (wf) => {
     setText(logBox.querySelector("pre"), a.log || "");
     let bar = li.querySelector(".progress");
     if (a.state === "running") {
-      if (!bar) { bar = progressBar(a.progress, `${a.name} progress`, "running"); li.querySelector(".step-body").append(bar); }
-      setProgress(bar, a.progress, "running");
+      if (!bar) { bar = stepBar(a, wf, `${a.label || a.name} progress`); li.querySelector(".step-body").append(bar); }
+      setStepBar(bar, a, wf);
     } else if (bar) {
       bar.remove();
     }
@@ -136,6 +151,9 @@ export function initWorkflow(ctx) {
     });
     if (done) showWorkflow(done);
   });
+
+  // The server drew the card; draw it again with the measured bars and the ETA's basis.
+  if (ctx.workflow) renderWorkflow(ctx.workflow, true);
 
   const loadWorkflow = async (workflowId) => {
     try { showWorkflow(await api("GET", `/api/workflows/${encodeURIComponent(workflowId)}`)); } catch (err) { showError(err, "Cannot load the deployment"); }
