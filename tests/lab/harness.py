@@ -601,10 +601,12 @@ def netns_reverse_lookup(ns: str) -> Callable[[str, float], Awaitable[str | None
 def qemu_argv(workdir: Path, mac: str, *, tap: str, firmware: str = "bios",
               disk_bytes: int | None = None, smp: int = 1, memory_mib: int = 512,
               seconds: int = 600, ipxe_rom: bool | None = None,
-              extra: Sequence[str] = ()) -> list[str]:
+              extra: Sequence[str] = (), disk: Path | None = None) -> list[str]:
     """The command line ``QemuFactory.start`` runs for a network-booting guest (same flags:
     TCG, -no-reboot, serial log in ``workdir/serial.log``, network first), without the
-    ``ip netns exec`` prefix and without starting it: for a BMC that powers the guest on."""
+    ``ip netns exec`` prefix and without starting it: for a BMC that powers the guest on.
+    ``disk``: an existing raw file as its disk (e.g. one a deployment wrote), instead of a new
+    sparse one of ``disk_bytes``."""
     workdir.mkdir(parents=True, exist_ok=True)
     args = ["timeout", "--kill-after=5", str(seconds), "qemu-system-x86_64",
             "-accel", "tcg", "-m", str(memory_mib), "-smp", str(smp), "-nodefaults",
@@ -626,10 +628,11 @@ def qemu_argv(workdir: Path, mac: str, *, tap: str, firmware: str = "bios",
     if not (firmware == "bios" if ipxe_rom is None else ipxe_rom):
         nic += ",romfile="
     args += ["-device", nic]
-    if disk_bytes is not None:
+    if disk is None and disk_bytes is not None:
         disk = workdir / "disk.img"
         with open(disk, "wb") as fh:
             fh.truncate(disk_bytes)
+    if disk is not None:
         args += ["-drive", f"file={disk},if=virtio,format=raw"]
     return args + list(extra)
 
@@ -833,11 +836,12 @@ def start_bmc_vm(net: LabNet, workdir: Path, *, address: str, mac: str, port: in
                  bmc_mac: str = "52:54:00:be:ef:10", vm_port: int = 9102,
                  tap: str | None = None, firmware: str = "bios",
                  disk_bytes: int | None = 1 << 30, smp: int = 1, memory_mib: int = 512,
-                 seconds: int = 900) -> BmcVm:
+                 seconds: int = 900, disk: Path | None = None) -> BmcVm:
     """ipmi_sim with a LAN channel on ``address`` (added to the lab bridge as a /32), a
     lan_config_program that reports ``address``, a chassis_control program that starts and
     stops a PXE-booting guest (``qemu_argv`` plus the KCS BMC on ``vm_port``), and user
-    ``user``/``password`` (admin). The guest is off until someone powers it on."""
+    ``user``/``password`` (admin). The guest is off until someone powers it on. ``disk``: the
+    guest's disk is this existing raw file (say, a deployed machine's), not a new blank one."""
     import shlex
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -845,6 +849,7 @@ def start_bmc_vm(net: LabNet, workdir: Path, *, address: str, mac: str, port: in
     run("ip", "-n", net.ns, "addr", "add", f"{address}/32", "dev", "br0")
     argv = qemu_argv(guest_dir, mac, tap=tap or net.taps[-1], firmware=firmware,
                      disk_bytes=disk_bytes, smp=smp, memory_mib=memory_mib, seconds=seconds,
+                     disk=disk,
                      extra=["-chardev",
                             f"socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect=10",
                             "-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",

@@ -3,7 +3,10 @@ site's dnsmasq, a QEMU guest (SeaBIOS, and separately OVMF) that PXE-boots into 
 deployed from the API with a real Debian 12 image built offline (tests/lab/os_image.py), writes
 it, reboots from its disk (a reboot under QEMU's -no-reboot is a new QEMU on the same disk,
 network first), and whose cloud-init reads the seed Dragonfly wrote and phones home: only then
-is the machine Installed. Afterwards the disk is inspected from the host.
+is the machine Installed. Afterwards the disk is inspected from the host. Under BIOS the
+installed machine then gets a BMC (ipmi_sim whose chassis powers a guest with the same disk and
+MAC) and is reimaged: one-time PXE and power on through IPMI, discovery boots again and the
+agent takes up the new deployment, which is aborted before it writes (issue 8).
 
 Also: a template whose checksum is wrong and a disk too small fail with their reasons and
 nothing is reported installed; and `kill -9` of the server while the image is being written
@@ -24,7 +27,15 @@ from typing import Any
 
 import pytest
 
-from tests.lab.harness import DiscoveryImage, Guest, LabNet, Proc, QemuFactory, start_process
+from tests.lab.harness import (
+    BmcVm,
+    DiscoveryImage,
+    Guest,
+    LabNet,
+    Proc,
+    QemuFactory,
+    start_process,
+)
 from tests.lab.os_image import OsImage, loop_disk, mounted, sha256_file
 from tests.lab.test_lab_e2e import Server as E2eServer
 from tests.lab.test_lab_e2e import dragonfly
@@ -36,6 +47,11 @@ HOSTNAME = "lab-web-1"
 # Merged into the template's cloud-config as the operator's own part (deploy option user_data).
 POWER_OFF = "#cloud-config\npower_state:\n  mode: poweroff\n  delay: now\n"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3l0ZXN0a2V5Zm9yZHJhZ29uZmx5bGFi lab@test"
+# The reimage's BMC: ipmi_sim on an address of its own on the lab bridge (outside the site's
+# DHCP range), and a password distinctive enough to be found if it leaked into a log.
+BMC_ADDRESS = "10.99.0.61"
+BMC_USER = "labadmin"
+BMC_PASSWORD = "Lab-reimg-pass-4q8w"  # (IPMI: at most 20 bytes)
 
 
 class Server(E2eServer):
@@ -55,6 +71,21 @@ class Server(E2eServer):
             raise AssertionError(f"POST {path} failed ({result.returncode}): {result.stderr}\n"
                                  f"server log:\n{self.proc.tail(60)}")
         return json.loads(result.stdout)
+
+    def send(self, method: str, path: str, body: dict[str, Any]) -> Any:
+        """A JSON request whose body goes through stdin (a BMC password never on a command
+        line); 200 expected."""
+        result = subprocess.run(
+            self.net.exec_args("curl", "-s", "--max-time", "60", "-X", method, "-H",
+                               f"Authorization: Bearer {self.token}", "-H",
+                               "Content-Type: application/json", "--data-binary", "@-",
+                               "-w", "\n%{http_code}", self.url(path)),
+            input=json.dumps(body), capture_output=True, text=True, timeout=75)
+        text, _, status = result.stdout.rpartition("\n")
+        if result.returncode != 0 or status.strip() != "200":
+            raise AssertionError(f"{method} {path} -> {status} ({result.returncode}): {text}"
+                                 f"{result.stderr}\nserver log:\n{self.proc.tail(60)}")
+        return json.loads(text)
 
 
 @pytest.fixture
@@ -235,7 +266,8 @@ def last_sector_of_root(table: str) -> tuple[int, int]:
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
                                  site_dhcp: Callable[..., Proc], qemu: QemuFactory,
-                                 os_image: OsImage, tmp_path: Path) -> None:
+                                 bmc_vm: Callable[..., BmcVm], os_image: OsImage,
+                                 tmp_path: Path) -> None:
     site_dhcp()
     # Both of the issue's formats: qcow2 under BIOS (converted to raw by the server, written
     # raw), raw.xz under UEFI (decompressed by the agent while it writes).
@@ -338,6 +370,99 @@ def test_deploy_debian_onto_a_vm(firmware: str, servers: Callable[..., Server],
     print(f"\n{firmware}: PXE to image written and rebooted {written - started:.0f} s, "
           f"reboot to phone-home {done - written:.0f} s"
           + (" (server killed with -9 while writing, restarted)" if kill9 else ""))
+    if not uefi:  # once: the installed machine reimaged unattended through its BMC (issue 8)
+        reimage_through_the_bmc(server, bmc_vm, machine["id"], mac, disk, final["id"],
+                                tmp_path)
+
+
+def reimage_through_the_bmc(server: Server, bmc_vm: Callable[..., BmcVm], machine_id: str,
+                            mac: str, disk: Path, first: str, tmp_path: Path) -> None:
+    """The installed machine (off: its OS powered it off) gets a BMC: ipmi_sim whose chassis
+    powers a guest with the same MAC and disk, BIOS, network first. ``reimage`` sets one-time
+    PXE and powers it on through IPMI; as the machine is Deploying, its iPXE script boots
+    discovery again and the agent picks up the new deployment, which is then aborted before
+    it writes anything: the machine ends Failed with the abort's reason."""
+    started = time.monotonic()
+    bmc = bmc_vm(BMC_ADDRESS, mac, user=BMC_USER, password=BMC_PASSWORD, disk=disk,
+                 memory_mib=1024, seconds=600)
+    assert bmc.power_status() == "off" and not bmc.guest.running()
+    record = server.send("PUT", f"/api/machines/{machine_id}/bmc", {
+        "driver": "ipmi", "address": BMC_ADDRESS, "port": 623, "user": BMC_USER,
+        "password": BMC_PASSWORD})
+    assert record["address"] == BMC_ADDRESS and record["has_password"] is True, record
+    assert "password" not in record
+    assert server.api(f"/api/machines/{machine_id}/bmc")["configured"] is True
+
+    answer = server.send("POST", f"/api/machines/{machine_id}/actions/reimage",
+                         {"template": "lab-debian"})
+    asked = time.monotonic()
+    assert answer["state"] == "deploying", answer
+    assert answer["bmc_boot"] == {"attempted": True, "ok": True, "ops": ["boot_pxe", "on"],
+                                  "error": ""}, answer["bmc_boot"]
+    second = answer["workflow_id"]
+    assert second and second != first, (first, second)
+    # Through IPMI: the one-time PXE first, then power on (it was off); the chassis started it.
+    chassis = bmc.guest.chassis_log
+    assert "set boot pxe" in chassis and "set power 1" in chassis, chassis
+    assert chassis.index("set boot pxe") < chassis.index("set power 1"), chassis
+    assert "starting the guest (boot device: pxe)" in chassis, chassis
+    assert bmc.guest.power_ons() == 1
+    history = server.api(f"/api/machines/{machine_id}/history?limit=50")
+    assert any(e["kind"] == "power" and e["message"] == "Reimage: one-time network boot and "
+               "on through the BMC" for e in history), [e["message"] for e in history]
+    # Deploying, nothing written yet: its network boot is discovery again, not the disk.
+    script = subprocess.run(lab_net_curl(server, f"/boot/{mac}.ipxe"), capture_output=True,
+                            text=True, timeout=20).stdout
+    assert "booting the local disk" not in script, script
+
+    def explain() -> str:
+        return f"{bmc.guest.diagnostics(80)}\nserver:\n{server.proc.tail(60)}"
+
+    def until(what: str, check: Callable[[], Any], seconds: float, every: float = 2) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            assert bmc.guest.running(), f"the guest stopped: {what}\n{explain()}"
+            time.sleep(every)
+        raise AssertionError(f"{what} did not happen within {seconds} s\n{explain()}")
+
+    def discovery_again() -> bool:
+        steps = [s["step"] for s in server.api(f"/api/boot/{mac}")["steps"]]
+        return steps.count("kernel") == 2  # the first deployment's discovery, and this one
+    until("the second discovery boot", discovery_again, 300)
+    booted = time.monotonic()
+
+    def picked_up() -> dict[str, Any] | None:
+        workflow = dict(server.api(f"/api/workflows/{second}"))
+        assert workflow["state"] == "running", workflow
+        names = {a["name"]: a for a in workflow["actions"]}
+        busy = names["select-disk"]["state"] in ("running", "succeeded")
+        return workflow if busy else None
+    # (polled often: the agent goes on to wipe and stream at once, and the abort should
+    # come before the image is streamed again)
+    until("the agent's select-disk on the new deployment", picked_up, 240, every=0.3)
+    picked = time.monotonic()
+
+    aborted = server.send("POST", f"/api/workflows/{second}/abort", {})
+    assert aborted["state"] == "failed", aborted
+    assert ": aborted by admin" in aborted["error"], aborted["error"]  # "... (token <id>)"
+    machine = server.api(f"/api/machines/{machine_id}")
+    assert machine["state"] == "failed", machine
+    assert machine["state_reason"] == aborted["error"], (machine["state_reason"], aborted)
+    stream = next(a for a in aborted["actions"] if a["name"] == "stream-image")
+    assert stream["state"] != "succeeded", stream  # the image was not written a second time
+    assert bmc.guest.running()  # the agent went back to waiting; teardown kills the guest
+    bmc.stop()
+    assert not bmc.guest.running(), bmc.guest.diagnostics()
+    for log in sorted(tmp_path.rglob("*.log")):
+        assert BMC_PASSWORD.encode() not in log.read_bytes(), f"the BMC password is in {log}"
+    print(f"reimage through the BMC: power on to the discovery kernel fetched "
+          f"{booted - asked:.0f} s, to the agent's select-disk {picked - asked:.0f} s, all "
+          f"(BMC start to abort) "
+          f"{time.monotonic() - started:.0f} s: {machine['state_reason']} "
+          f"({stream['bytes_done']} bytes streamed)")
 
 
 def lab_net_curl(server: Server, path: str) -> list[str]:
