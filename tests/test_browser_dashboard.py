@@ -267,6 +267,25 @@ def wait_for(find: Any, what: str, timeout: float = 90.0) -> dict[str, Any]:
         time.sleep(0.3)
 
 
+def open_while(page: Any, demo: DemoProcess, find: Any, shown: Any, what: str
+               ) -> dict[str, Any]:
+    """Open the machine page of a deployment ``find`` picks and wait for ``shown`` on it. The
+    demo's deployments move on within seconds: when the step has passed by the time the page
+    shows, pick again (a few times), rather than fail on the race."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _attempt in range(6):
+        wf = wait_for(lambda: find(demo), what)
+        page.goto(f"{demo.url}/machines/{wf['machine_id']}")
+        page.locator('#live[data-status="live"]').wait_for()
+        try:
+            shown.wait_for(timeout=6000)
+        except PlaywrightTimeout:
+            continue
+        return wf
+    raise AssertionError(f"{what}: the page never showed it in six tries")
+
+
 def running_unmeasured(demo: DemoProcess) -> dict[str, Any] | None:
     """A running deployment whose running step reports no measure (not streaming)."""
     wf: dict[str, Any]
@@ -297,19 +316,31 @@ def test_machine_page_eta_basis_and_barber_pole(demo_process: DemoProcess,
     watch_errors(page, errors)
 
     # --- a step without a measure: the barber pole, animated; the ETA and what it rests on
-    wf = wait_for(lambda: running_unmeasured(demo), "a deployment in a step without a measure")
-    page.goto(f"{demo.url}/machines/{wf['machine_id']}")
-    page.locator('#live[data-status="live"]').wait_for()
     box = page.locator("#workflow")
     pole = box.locator(".step.step-running .progress.is-pole")
-    pole.wait_for()
-    assert pole.get_attribute("aria-valuenow") is None
-    assert "no measure" in (pole.get_attribute("aria-valuetext") or "")
-    assert pole.evaluate("b => getComputedStyle(b.firstElementChild).animationName") == "pole"
-    assert pole.evaluate("b => b.firstElementChild.getBoundingClientRect().width") == \
-        pytest.approx(pole.evaluate("b => b.getBoundingClientRect().width"), abs=1)
-    state = box.locator(".step.step-running .step-state").inner_text()
-    assert state == "running", state  # no made-up %
+    # Read the pole in one go: the demo's step may move on between two separate reads.
+    facts: dict[str, Any] | None = None
+    for _attempt in range(4):
+        wf = open_while(page, demo, running_unmeasured, pole,
+                        "a deployment in a step without a measure")
+        facts = page.evaluate("""() => {
+            const b = document.querySelector("#workflow .step.step-running .progress.is-pole");
+            if (!b || !b.firstElementChild) return null;
+            const step = b.closest(".step");
+            return {now: b.getAttribute("aria-valuenow"),
+                    text: b.getAttribute("aria-valuetext") || "",
+                    animation: getComputedStyle(b.firstElementChild).animationName,
+                    inner: b.firstElementChild.getBoundingClientRect().width,
+                    outer: b.getBoundingClientRect().width,
+                    state: step.querySelector(".step-state").innerText};
+        }""")
+        if facts is not None:
+            break
+    assert facts is not None, "the pole was never there to read"
+    assert facts["now"] is None and "no measure" in facts["text"], facts
+    assert facts["animation"] == "pole", facts
+    assert facts["inner"] == pytest.approx(facts["outer"], abs=1), facts
+    assert facts["state"] == "running", facts  # no made-up %
     # The whole deployment's bar: its % and the running step's span as a pole.
     overall = box.locator(".wf-overall .progress")
     assert overall.get_attribute("aria-valuenow") is not None
@@ -341,10 +372,8 @@ def test_machine_page_eta_basis_and_barber_pole(demo_process: DemoProcess,
     calm.close()
 
     # --- a streaming step: a real % from its bytes
-    wf = wait_for(lambda: running_stream(demo), "a deployment streaming its image")
-    page.goto(f"{demo.url}/machines/{wf['machine_id']}")
     measured = box.locator(".step.step-running .progress.is-measured")
-    measured.wait_for()
+    wf = open_while(page, demo, running_stream, measured, "a deployment streaming its image")
     value = float(measured.get_attribute("aria-valuenow") or "nan")
     now = api(demo, f"/api/workflows/{wf['id']}")
     fraction = 100 * now["bytes_done"] / now["bytes_total"]
