@@ -314,3 +314,26 @@ async def test_routes_guard_audit_and_never_show_the_password(
         for doc in await store.list(kind):
             assert SECRET not in json.dumps(doc.data), kind
     assert SECRET not in caplog.text
+
+
+async def test_closing_logs_out_at_once_and_within_its_limit() -> None:
+    # 40 logouts of 0.5 s each, one of them to a BMC that never answers: together, and the
+    # shutdown is bounded (one at a time they took 20 s and more; systemd allows 20).
+    from dragonfly.power.drivers.base import DriverEnv
+
+    env = DriverEnv(timeout=30.0)
+    done: list[int] = []
+
+    def logout(n: int) -> Any:
+        async def run() -> None:
+            await asyncio.sleep(3600 if n == 0 else 0.5)
+            done.append(n)
+        return run
+    for n in range(40):
+        env.on_close(logout(n))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await env.close(limit=2.0)
+    took = loop.time() - started
+    assert 1.9 < took < 3.0, took
+    assert sorted(done) == list(range(1, 40))

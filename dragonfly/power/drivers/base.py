@@ -186,17 +186,33 @@ class DriverEnv:
         finally:
             gate.release()
 
-    async def close(self) -> None:
+    async def close(self, limit: float = 10.0) -> None:
+        """Log out of every session at once, all within ``limit`` seconds (systemd stops the
+        service after 20): a logout one at a time, or one to a BMC that no longer answers,
+        must not hold the shutdown. Threads still stuck in a BMC call are left to die with
+        the process."""
         closers, self._closers = self._closers, []
-        for closer in closers:
+
+        async def quietly(closer: Callable[[], Awaitable[None]]) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closer(), self.timeout)
+        if closers:
+            tasks = [asyncio.ensure_future(quietly(c)) for c in closers]
+            _done, pending = await asyncio.wait(tasks, timeout=limit)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         if self._http is not None:
             await self._http.close()
             self._http = None
         if self._executor is not None:
             executor, self._executor = self._executor, None
-            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+            # Threads still in a BMC call end when pyghmi gives up (seconds); wait for that,
+            # within the same limit, and no longer.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.to_thread(executor.shutdown, True, cancel_futures=True), limit)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
