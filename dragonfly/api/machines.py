@@ -28,7 +28,7 @@ from dragonfly.domain.model import (
 )
 from dragonfly.domain.naming import memorable_name
 from dragonfly.errors import Conflict, InvalidInput, Unavailable
-from dragonfly.http.errors import json_response, read_object
+from dragonfly.http.errors import int_query, json_response, read_object
 from dragonfly.http.router import ApiRouter, Param
 
 api = ApiRouter()
@@ -39,19 +39,6 @@ _TAG_LIST = {"type": "array", "items": {"type": "string", "maxLength": 64}}
 def _actor(request: web.Request) -> str:
     """Who is acting, for history lines ("alice", "token:ci", "demo:admin" ...)."""
     return caller_of(request).actor
-
-
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}")
-    return value
 
 
 @api.get("/api/machines", "List and search machines", "machines", params=(
@@ -66,8 +53,8 @@ async def list_machines(request: web.Request) -> dict[str, Any]:
     page = ctx_of(request).fleet.list_machines(
         q=q.get("q", ""), state=q.get("state", ""), tag=q.get("tag", ""),
         sort=q.get("sort", "name"), order=q.get("order", "asc"),
-        limit=_int_param(request, "limit", 100, 1, 10_000),
-        offset=_int_param(request, "offset", 0, 0, 10_000_000))
+        limit=int_query(request, "limit", 100, 1, 10_000),
+        offset=int_query(request, "offset", 0, 0, 10_000_000))
     # Locks are their own documents: each row carries its machine's (None when unlocked).
     locks = await all_locks(ctx_of(request).store)
     return {"items": [{**summary(m), "lock": locks.get(m.id)} for m in page.items],
@@ -247,7 +234,7 @@ async def _reimage_through_bmc(request: web.Request, machine_id: str) -> dict[st
 @api.get("/api/machines/{id}/history", "A machine's event history, newest first", "machines",
          params=(Param("limit", type="integer"),))
 async def machine_history(request: web.Request) -> list[dict[str, Any]]:
-    limit = _int_param(request, "limit", 200, 1, 1000)
+    limit = int_query(request, "limit", 200, 1, 1000)
     events = await ctx_of(request).fleet.history(request.match_info["id"], limit)
     return [e.to_dict() for e in events]
 
@@ -288,7 +275,7 @@ async def list_workflows(request: web.Request) -> list[dict[str, Any]]:
     if machine:
         fleet.get_machine(machine)
     flows = await fleet.list_workflows(machine, request.query.get("state", ""),
-                                       _int_param(request, "limit", 100, 1, 1000))
+                                       int_query(request, "limit", 100, 1, 1000))
     return [w.to_dict() for w in flows]
 
 

@@ -94,3 +94,17 @@ def reason_of(body: dict[str, Any]) -> str:
     if not isinstance(reason, str) or len(reason) > 500 or not reason.isprintable():
         raise InvalidInput("reason must be printable text of at most 500 characters")
     return reason.strip()
+
+
+def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """Query parameter ``name`` as an integer within [lo, hi]; ``default`` when absent."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}")
+    return value

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from dragonfly.context import ctx_of
-from dragonfly.errors import InvalidInput, Unavailable
+from dragonfly.errors import Unavailable
+from dragonfly.http.errors import int_query
 from dragonfly.http.router import ApiRouter, Param
 from dragonfly.timer.history import DeploymentHistory
 
@@ -23,19 +24,6 @@ def history_of(request: web.Request) -> DeploymentHistory:
     return history
 
 
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number") from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}")
-    return value
-
-
 @api.get("/api/deployments", "Finished deployments, newest first: template, hardware class, "
          "stages with their times and bytes, result and reason", "deployments", params=(
              Param("template"), Param("result", enum=("succeeded", "failed")),
@@ -43,7 +31,7 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
 async def list_deployments(request: web.Request) -> list[dict[str, Any]]:
     history = history_of(request)
     await history.ready()
-    limit = _int(request, "limit", 100, 1, MAX_LIMIT)
+    limit = int_query(request, "limit", 100, 1, MAX_LIMIT)
     template, result = request.query.get("template", ""), request.query.get("result", "")
     machine = request.query.get("machine", "")
     out: list[dict[str, Any]] = []
@@ -63,7 +51,7 @@ async def list_deployments(request: web.Request) -> list[dict[str, Any]]:
                                       help="minutes east of UTC for the by-day and by-hour "
                                            "views (the browser's)"),))
 async def deployment_stats(request: web.Request) -> dict[str, Any]:
-    offset = _int(request, "tz_offset", 0, -14 * 60, 14 * 60)
+    offset = int_query(request, "tz_offset", 0, -14 * 60, 14 * 60)
     history = history_of(request)
     await history.ready()
     return history.stats(tz_offset_minutes=offset)
