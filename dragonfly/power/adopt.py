@@ -17,6 +17,7 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from dragonfly.domain.fleet import MACHINE
 from dragonfly.errors import Conflict, InvalidInput, NotFound
 from dragonfly.power.drivers.base import BOOT_PXE, CYCLE, ON, STATE, PowerError
 from dragonfly.power.records import BmcRecord, from_document, parse_record, to_document
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADOPTION = "bmc_adoption"
-MACHINE = "machine"  # the fleet's document kind (dragonfly.domain.fleet.MACHINE)
 WAITING, LINKED, FAILED = "waiting", "linked", "failed"
 
 

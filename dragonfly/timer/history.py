@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dragonfly.domain.fleet import WORKFLOW
 from dragonfly.domain.model import Machine, Workflow, WorkflowState
 from dragonfly.store.base import Store, Watch
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT = "deployment"
-WORKFLOW = "workflow"  # dragonfly.domain.fleet.WORKFLOW
 GIB = 1 << 30
 
 
