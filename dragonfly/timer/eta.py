@@ -72,13 +72,6 @@ class Estimator:
                 found.append((group, f"from {group.count} {words}"))
         return found
 
-    def group(self, template: str, model: str) -> tuple[_Group | None, str]:
-        """The narrowest group with enough deployments, and its description."""
-        found = self.groups(template, model)
-        if not found:
-            return None, "rough defaults: no deployments to learn from yet"
-        return found[0]
-
     def estimate(self, wf: Workflow, machine: Machine | None, now: float) -> Estimate:
         disk = ""
         select = wf.action("select-disk")
