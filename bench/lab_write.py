@@ -7,7 +7,7 @@ for the guest, the site's plain-DHCP dnsmasq at 10.99.0.2) and one real
 ``python -m dragonfly serve --dhcp-mode auto --boot-interface br0`` in it, set up as the lab
 deploy test does (admin user and token from the shell, agents heartbeat every 5 s), with two
 file templates for the cached Debian 12 lab image (``tests/lab/os_image.py``): ``raw`` (the
-agent's raw path: wget | tee | dd conv=fsync) and ``raw.xz`` (the agent decompresses). Both
+agent's raw path: wget | dd conv=fsync) and ``raw.xz`` (the agent decompresses). Both
 files are imported into the store before the server starts (``dragonfly image import``), so
 either side can go first.
 
@@ -26,18 +26,18 @@ iPXE would give it (``dragonfly.boot.scripts.discovery_script``): PXE itself is 
   loads the same modules as the agent's init (``/etc/dragonfly/modules``), runs busybox
   udhcpc with the agent's hook, then times with ``/proc/uptime`` each command of its list,
   after ``sync`` and dropping the page cache: busybox ``wget -q -O- URL | dd of=/dev/vda
-  bs=1M`` (for xz ``| xzcat |`` in between) of the URL the agent used (``/images/<digest>``),
+  bs=1M`` (``dd`` as the image's PATH has it: coreutils; for xz busybox ``| xzcat |`` in
+  between) of the URL the agent used (``/images/<digest>``),
   then ``sync``; it prints both times to the serial console and powers off. The peer's
   comparable figure is pipeline + sync (the agent's dd ends with fsync); the pipeline alone is
-  also reported. Optional variants (``--variants``) rebuild the agent's pipeline step by step
-  to find where its time goes, and coreutils dd (from the discovery image's cached coreutils
-  .deb; the image itself carries no coreutils dd) is one of them.
+  also reported. Optional variants (``--variant-rounds N``) rebuild the agent's pipeline step
+  by step to find where its time goes; busybox's dd is one of them.
 
 Sides and formats alternate from round to round; medians are reported. Needs root and the lab
 tools; the first run builds the discovery and OS images (cached afterwards).
 
     .venv/bin/python bench/lab_write.py [--runs 2] [--formats raw,raw.xz]
-                                        [--variants] [--keep DIR] [--json FILE]
+                                        [--variant-rounds N] [--keep DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ from tests.lab.harness import (  # noqa: E402
     build_discovery_image,
     create_lab_net,
     delete_lab_net,
-    lab_cache_dir,
     socket_in_netns,
     start_process,
     start_site_dhcp,
@@ -154,46 +153,14 @@ printf '{"url":"%s","format":"%s","size":%s,"raw_size":%s,"disk":"/dev/vda"}\n' 
     "$IMAGE" "$FMT" "$SIZE" "$RAW" >"$STEP"
 """
 
-# act_stream_image itself, exactly as the agent runs it (tee + wc stages, dd conv=fsync, the
-# progress loop reporting every second).
+# act_stream_image itself, exactly as the agent runs it (coreutils dd conv=fsync counting
+# what it writes, tee + wc on the compressed side only, the progress loop reporting every
+# second).
 AGENT_STUB_SH = "#!/bin/sh\n" + AGENT_LIB + r"""act_stream_image
 rc=$?
 echo "agent: rc=$rc $MSG" >&2
 exit $rc
 """
-
-# The suggested change: no tee/wc on the written stream; coreutils dd (as the agent already
-# takes tee, wc, head and sha256sum from coreutils) writes with conv=fsync and counts the bytes
-# (its last stderr line); the progress loop and its reports are unchanged. For a compressed
-# image the compressed side keeps its tee/wc (a tenth of the bytes) for the short-download
-# check.
-PROPOSED_SH = "#!/bin/sh\n" + AGENT_LIB + r"""DISK=/dev/vda
-case $FMT in raw) dec="" ;; xz) dec="zstd -dc" ;; *) dec="$FMT" ;; esac
-S=$WORK/stream
-rm -f "$S".*
-progress_loop "$DISK" "$RAW" wchar "$STALL_SECONDS" &
-mon=$!
-if [ -z "$dec" ]; then
-    wget -q -O- "$IMAGE" \
-        | sh -c 'echo "$$" >"$1"; exec /bench/dd of="$2" bs=1M conv=notrunc,fsync' \
-            sh "$S.worker" "$DISK" 2>"$S.dd.err"
-    rc=$?
-else
-    mkfifo "$S.in"
-    /usr/bin/wc -c <"$S.in" >"$S.got" &
-    c1=$!
-    wget -q -O- "$IMAGE" | /usr/bin/tee "$S.in" | $dec \
-        | sh -c 'echo "$$" >"$1"; exec /bench/dd of="$2" bs=1M conv=notrunc,fsync' \
-            sh "$S.worker" "$DISK" 2>"$S.dd.err"
-    rc=$?
-    wait "$c1"
-fi
-: >"$S.done"
-wait "$mon"
-echo "proposed: rc=$rc got=$(cat "$S.got" 2>/dev/null) $(tail -n 1 "$S.dd.err")" >&2
-exit $rc
-"""
-
 
 # --- results ------------------------------------------------------------------------------------
 
@@ -302,21 +269,6 @@ def command_line(server: Server, mac: str) -> str:
 
 # --- the peer's initrd --------------------------------------------------------------------------
 
-def coreutils_dd(work: Path) -> Path | None:
-    """coreutils' dd from the .deb the discovery image takes tee, wc, head and sha256sum
-    from (the image carries no coreutils dd; it needs libc only, which the image has)."""
-    debs = sorted((lab_cache_dir() / "debs").glob("coreutils_*.deb"))
-    if not debs:
-        return None
-    out = work / "coreutils"
-    out.mkdir(exist_ok=True)
-    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], capture_output=True,
-                         check=True, timeout=60).stdout
-    subprocess.run(["tar", "-x", "-C", str(out), "./bin/dd"], input=tar, check=True,
-                   timeout=60)
-    return out / "bin" / "dd"
-
-
 @dataclass(frozen=True)
 class Variant:
     label: str  # no spaces: the serial lines are split on them
@@ -329,16 +281,15 @@ PEER = "wget|dd"  # the row the ratio uses
 
 
 def variants_of(fmt: str) -> list[Variant]:
-    """The peer first, then the steps from it to the agent's pipeline (and the proposal)."""
+    """The peer first, then the steps from it to the agent's pipeline."""
     out = "of=/dev/vda bs=1M"
     dec = " | xzcat" if fmt == "raw.xz" else ""
     peer = Variant(PEER, f"wget -q -O- {{url}}{dec} | dd {out}",
-                   what="busybox wget | " + ("busybox xzcat | " if dec else "") + "busybox dd")
+                   what="busybox wget | " + ("busybox xzcat | " if dec else "")
+                   + "dd (the image's: coreutils)")
     agent = "/bench/agent-stub.sh {url} {agent_fmt} {size} {raw} {stub}"
-    proposed = "/bench/proposed.sh {url} {agent_fmt} {size} {raw} {stub}"
     loop5 = [Variant("agent-stub-5s", agent + " 5", what="the same, its progress loop "
-                     "reporting every 5 s instead of every second"),
-             Variant("proposed-5s", proposed + " 5", what="suggested, reports every 5 s")]
+                     "reporting every 5 s instead of every second")]
     count = "mkfifo /tmp/bench.fifo; /usr/bin/wc -c </tmp/bench.fifo >/tmp/bench.got & c1=$!; "
     fsync = f"dd {out} conv=notrunc,fsync"
     if fmt == "raw":
@@ -349,46 +300,37 @@ def variants_of(fmt: str) -> list[Variant]:
             Variant("wget|dd@prealloc", peer.command, prealloc=True,
                     what="the same, on a disk file allocated beforehand on the host"),
             Variant("wget|dd-fsync", f"wget -q -O- {{url}} | {fsync}",
-                    what="busybox dd conv=notrunc,fsync (the agent's dd)"),
-            Variant("wget|coreutils-dd", f"wget -q -O- {{url}} | /bench/dd {out}",
-                    what="coreutils dd (from the image's coreutils .deb)"),
+                    what="dd conv=notrunc,fsync"),
+            Variant("wget|busybox-dd", f"wget -q -O- {{url}} | busybox dd {out}",
+                    what="busybox's dd"),
             Variant("tee+wc-no-loop", count + f"wget -q -O- {{url}} | /usr/bin/tee "
                     f"/tmp/bench.fifo | {fsync}; wait $c1",
-                    what="the agent's raw pipeline (coreutils tee into a FIFO counted by "
-                         "coreutils wc, dd conv=fsync), no progress loop"),
+                    what="the agent's raw pipeline before 2026-12-03 (coreutils tee into a "
+                         "FIFO counted by coreutils wc, dd conv=fsync), no progress loop"),
             Variant("agent-stub", agent, what="act_stream_image from agent.sh, reports to "
                     "a stub server"),
-            Variant("proposed", proposed, what="suggested: no tee/wc, coreutils dd "
-                    "conv=fsync counts, same progress loop and stub reports"),
             *loop5,
         ]
-    count2 = "mkfifo /tmp/bench.out; /usr/bin/wc -c </tmp/bench.out >/tmp/bench.put & c2=$!; "
     return [
         peer,
         Variant("wget|zstd-dc|dd", f"wget -q -O- {{url}} | zstd -dc | dd {out}",
-                what="the agent's decoder (zstd -dc reads xz with liblzma), busybox dd"),
-        Variant("tee+wc-no-loop", count + count2 + "wget -q -O- {url} | /usr/bin/tee "
-                f"/tmp/bench.fifo | zstd -dc | /usr/bin/tee /tmp/bench.out | {fsync}; "
-                "wait $c1 $c2",
-                what="the agent's xz pipeline (tee+wc on both sides of zstd -dc, dd "
+                what="the agent's decoder (zstd -dc reads xz with liblzma)"),
+        Variant("tee+wc-no-loop", count + "wget -q -O- {url} | /usr/bin/tee "
+                f"/tmp/bench.fifo | zstd -dc | {fsync}; wait $c1",
+                what="the agent's xz pipeline (tee+wc on the compressed side, zstd -dc, dd "
                      "conv=fsync), no progress loop"),
         Variant("agent-stub", agent, what="act_stream_image from agent.sh, reports to a "
                 "stub server"),
-        Variant("proposed", proposed, what="suggested: tee+wc on the compressed side only, "
-                "zstd -dc, coreutils dd conv=fsync counts, same progress loop"),
         *loop5,
     ]
 
 
-def peer_initrd(served: Path, out: Path, label: str, command: str, gdd: Path | None) -> None:
-    """The served initrd with a newc archive appended: /bench.sh, its command list, the
-    agent-based scripts and (when found) coreutils' dd as /bench/dd."""
+def peer_initrd(served: Path, out: Path, label: str, command: str) -> None:
+    """The served initrd with a newc archive appended: /bench.sh, its command list and the
+    agent-based script."""
     entries = [cpio.regular("bench.sh", BENCH_SH.encode(), 0o755),
                cpio.regular("bench/commands", f"{label}\t{command}\n".encode(), 0o644),
-               cpio.regular("bench/agent-stub.sh", AGENT_STUB_SH.encode(), 0o755),
-               cpio.regular("bench/proposed.sh", PROPOSED_SH.encode(), 0o755)]
-    if gdd is not None:
-        entries.append(cpio.regular("bench/dd", gdd.read_bytes(), 0o755))
+               cpio.regular("bench/agent-stub.sh", AGENT_STUB_SH.encode(), 0o755)]
     stock = served.read_bytes()
     out.write_bytes(stock + initramfs.padding_after(len(stock))
                     + cpio.pack(cpio.with_parents(entries)))
@@ -515,7 +457,6 @@ class Lab:
         self.kernel = build_discovery_image().vmlinuz
         self.initrd = work / "initrd-served.img"
         fetch_served_initrd(self.server, self.initrd)
-        self.gdd = coreutils_dd(work)
         self.images: dict[str, dict[str, Any]] = {}
         for item in self.server.api("/api/images")["images"]:
             for fmt, slug in TEMPLATES.items():
@@ -624,7 +565,7 @@ class Lab:
                                          raw=image["raw_size"], stub=self.stub.url,
                                          agent_fmt=image["format"])
         initrd = self.work / f"{name}.initrd"
-        peer_initrd(self.initrd, initrd, variant.label, command, self.gdd)
+        peer_initrd(self.initrd, initrd, variant.label, command)
         disk = self.disk(name, variant.prealloc)
         guest = self.start(name, mac, disk, initrd, " rdinit=/bench.sh")
         watch = SerialWatch(guest, f"bench: start {variant.label}:",

@@ -271,7 +271,7 @@ esac
 
 
 async def run_agent(tmp_path: Path, tools: str, server: TestServer, root: Path,
-                    limit: float = 90) -> str:
+                    limit: float = 90, fast_dirs: str | None = None) -> str:
     work = tmp_path / "work"
     work.mkdir()
     config = work / "config"
@@ -288,6 +288,8 @@ async def run_agent(tmp_path: Path, tools: str, server: TestServer, root: Path,
            "HOME": str(work), "DRAGONFLY_URL": f"http://127.0.0.1:{server.port}",
            "DRAGONFLY_REBOOT_CMD": "echo AGENT-REBOOT; exit 0",
            "DRAGONFLY_POWEROFF_CMD": "echo AGENT-POWEROFF; exit 0"}
+    if fast_dirs is not None:
+        env["DRAGONFLY_FAST_DIRS"] = fast_dirs
     proc = await asyncio.create_subprocess_exec(
         "busybox", "sh", str(script), "run", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -464,17 +466,25 @@ async def test_stream_failures(tmp_path: Path, tools_path: str, image: Image, lo
     assert "AGENT-POWEROFF" in log and "AGENT-REBOOT" not in log
 
 
-async def test_a_raw_image_streams_straight_to_the_disk(tmp_path: Path, tools_path: str,
-                                                       image: Image, loop_disk: str,
-                                                       aiohttp_server: ServerFactory) -> None:
-    actions = image_actions(loop_disk, image, format="raw", size=len(image.raw))
-    standin = StandIn([actions[2], actions[3], {"name": "reboot"}], image.raw)
+# coreutils dd (as the discovery image carries it) counts what it writes; with busybox's alone
+# (DRAGONFLY_FAST_DIRS pointing nowhere) the agent counts the stream on the way instead.
+@pytest.mark.parametrize("fast_dirs, counter", [(None, "counted by /usr/bin/dd"),
+                                                ("/nonexistent", "counted on the way")])
+@pytest.mark.parametrize("fmt", ["raw", "xz"])
+async def test_an_image_streams_to_the_disk_counted(tmp_path: Path, tools_path: str,
+                                                    image: Image, loop_disk: str,
+                                                    aiohttp_server: ServerFactory, fmt: str,
+                                                    fast_dirs: str | None, counter: str) -> None:
+    body = image.raw if fmt == "raw" else image.xz
+    actions = image_actions(loop_disk, image, format=fmt, size=len(body))
+    standin = StandIn([actions[2], actions[3], {"name": "reboot"}], body)
     server = await aiohttp_server(standin.app())
     absolute(standin, server)
     root = fake_root(tmp_path / "root", {Path(loop_disk).name: loop_disk})
-    log = await run_agent(tmp_path, tools_path, server, root)
+    log = await run_agent(tmp_path, tools_path, server, root, fast_dirs=fast_dirs)
     assert [f[:2] for f in standin.finals()] == [(0, "succeeded"), (1, "succeeded"),
                                                  (2, "succeeded")], log
+    assert counter in standin.result(0)["log"]
     assert standin.result(0)["bytes_done"] == len(image.raw)
     assert standin.result(1)["sha256"] == image.sha256
 

@@ -37,6 +37,8 @@ BEAT=$WORK/heartbeat.json
 ACT_REBOOT=${DRAGONFLY_REBOOT_CMD:-reboot -f}
 ACT_POWEROFF=${DRAGONFLY_POWEROFF_CMD:-poweroff -f}
 IPMITOOL=${DRAGONFLY_IPMITOOL:-ipmitool}
+# Where the image's coreutils copies of tee, wc, dd... are (busybox's applets are symlinks).
+FAST_DIRS=${DRAGONFLY_FAST_DIRS:-/usr/bin /bin}
 STARTED=$(date +%s 2>/dev/null || echo 0)
 
 # --- logging: one line to every active kernel console (serial and screen alike) -------------
@@ -899,7 +901,16 @@ act_wipe() {
 # per system call, which on a slow CPU (or under emulation) makes streaming a disk image take
 # many times longer than the network does.
 fast() {
-    if [ -x "/usr/bin/$1" ] && [ ! -L "/usr/bin/$1" ]; then echo "/usr/bin/$1"; else echo "$1"; fi
+    for d in $FAST_DIRS; do
+        if [ -x "$d/$1" ] && [ ! -L "$d/$1" ]; then echo "$d/$1"; return 0; fi
+    done
+    echo "$1"
+}
+
+# The number of bytes coreutils dd says it wrote (its "N bytes (...) copied" line in $1), or
+# nothing: busybox's dd counts records only.
+dd_bytes() {
+    sed -n 's/^\([0-9][0-9]*\) bytes.* copied.*/\1/p' "$1" 2>/dev/null | tail -n 1
 }
 
 proc_pos() {
@@ -947,6 +958,25 @@ zstd_reads() {
     command -v zstd >/dev/null 2>&1 && zstd -H 2>&1 | grep -q -e "--format=$1"
 }
 
+# The stages of act_stream_image's pipeline ($url, $dec, $dd, $ddflags, $DISK and $S set).
+stream_fetch() {
+    wget -q -S -O- "$url" 2>"$S.wget.err" &
+    echo "$!" >>"$S.pids"
+    wait "$!"
+    echo "$?" >"$S.wget.rc"
+}
+
+stream_decode() {
+    $dec 2>"$S.dec.err"
+    echo "$?" >"$S.dec.rc"
+}
+
+stream_write() {
+    # shellcheck disable=SC2016
+    sh -c 'echo "$$" >"$1"; echo "$$" >>"$2"; exec $3 of="$4" $5' \
+        sh "$S.worker" "$S.pids" "$dd" "$DISK" "$ddflags" 2>"$S.dd.err"
+}
+
 act_stream_image() {
     disk_arg || return 1
     url=$(param url)
@@ -975,39 +1005,54 @@ act_stream_image() {
         MSG=$(too_small "$DISK" "$have" "$raw")
         return 1
     fi
-    alog "streaming $url ($fmt, $size bytes, $raw bytes raw) to $DISK"
     S=$WORK/stream
     rm -f "$S".*
     progress_loop "$DISK" "$raw" wchar "$STALL_SECONDS" &
     mon=$!
-    # wget | decompress | write, with what came and what went counted on the way (busybox dd
-    # prints no byte count); each stage leaves its status in a file.
-    tee=$(fast tee) wc=$(fast wc)
-    mkfifo "$S.in"
-    $wc -c <"$S.in" >"$S.got" &
-    c1=$!
+    # wget | decompress | dd, each stage leaving its status in a file. coreutils dd says how
+    # much it wrote, so the written stream is not copied once more to count it: under a slow
+    # (emulated) CPU each extra pass through a pipe costs about as much as the write itself.
+    # What came is counted on the way only where it differs from what was written (a
+    # compressed image); with busybox's dd, which counts records only, both are.
+    dd=$(fast dd) tee=$(fast tee) wc=$(fast wc)
+    ddflags="bs=1M conv=notrunc,fsync"
+    counted=false how="counted on the way"
+    if "$dd" --version 2>/dev/null | grep -q coreutils; then
+        counted=true ddflags="$ddflags iflag=fullblock" how="counted by $dd"
+    fi
+    alog "streaming $url ($fmt, $size bytes, $raw bytes raw) to $DISK, $how"
+    waits=""
+    if [ "$dec" != cat ] || [ "$counted" = false ]; then
+        mkfifo "$S.in"
+        $wc -c <"$S.in" >"$S.got" &
+        waits=$!
+    fi
     if [ "$dec" = cat ]; then
-        # Raw: nothing to decompress, so no stage in between; every pipe is a copy, and
-        # copies are what a slow CPU pays for (what came is what was written).
-        { wget -q -S -O- "$url" 2>"$S.wget.err" & echo "$!" >>"$S.pids"; wait "$!"; echo "$?" >"$S.wget.rc"; } \
-            | $tee "$S.in" \
-            | sh -c 'echo "$$" >"$1"; echo "$$" >>"$2"; exec dd of="$3" bs=1M conv=notrunc,fsync' \
-                sh "$S.worker" "$S.pids" "$DISK" 2>"$S.dd.err"
-        wrc=$?
-        wait "$c1"
         echo 0 >"$S.dec.rc"
-        cp "$S.got" "$S.written"
+        if [ "$counted" = true ]; then
+            stream_fetch | stream_write
+        else
+            stream_fetch | $tee "$S.in" | stream_write
+        fi
+        wrc=$?
+    elif [ "$counted" = true ]; then
+        stream_fetch | $tee "$S.in" | stream_decode | stream_write
+        wrc=$?
     else
         mkfifo "$S.out"
         $wc -c <"$S.out" >"$S.written" &
-        c2=$!
-        { wget -q -S -O- "$url" 2>"$S.wget.err" & echo "$!" >>"$S.pids"; wait "$!"; echo "$?" >"$S.wget.rc"; } \
-            | $tee "$S.in" | { $dec 2>"$S.dec.err"; echo "$?" >"$S.dec.rc"; } | $tee "$S.out" \
-            | sh -c 'echo "$$" >"$1"; echo "$$" >>"$2"; exec dd of="$3" bs=1M conv=notrunc,fsync' \
-                sh "$S.worker" "$S.pids" "$DISK" 2>"$S.dd.err"
+        waits="$waits $!"
+        stream_fetch | $tee "$S.in" | stream_decode | $tee "$S.out" | stream_write
         wrc=$?
-        wait "$c1" "$c2"
     fi
+    # shellcheck disable=SC2086
+    [ -z "$waits" ] || wait $waits
+    if [ "$counted" = true ]; then
+        dd_bytes "$S.dd.err" >"$S.written"
+    elif [ "$dec" = cat ]; then
+        cp "$S.got" "$S.written"
+    fi
+    [ -e "$S.got" ] || cp "$S.written" "$S.got"
     : >"$S.done"
     wait "$mon"
     [ -e "$S.abort" ] && return 3
@@ -1016,14 +1061,14 @@ act_stream_image() {
     werr=$(http_error "$(cat "$S.wget.err" 2>/dev/null)")
     grep -v '^  ' "$S.wget.err" 2>/dev/null | grep . >>"$ALOG"
     cat "$S.dec.err" >>"$ALOG" 2>/dev/null
-    grep -v -e records -e 'bytes (' "$S.dd.err" >>"$ALOG" 2>/dev/null
+    grep -v -e records -e 'bytes (' -e ' copied, ' "$S.dd.err" >>"$ALOG" 2>/dev/null
     RESULT="\"bytes_done\":$written"
     if [ -e "$S.stall" ]; then
         MSG="the download stalled: no data for ${STALL_SECONDS}s after ${got:-0} of $size bytes"
     elif [ "${werr#HTTP }" != "$werr" ]; then
         MSG="$werr fetching the image"
     elif [ "$wrc" != 0 ]; then
-        MSG="writing to $DISK failed: $(grep -v -e records -e 'bytes (' "$S.dd.err" | tail -n 1)"
+        MSG="writing to $DISK failed: $(grep -v -e records -e 'bytes (' -e ' copied, ' "$S.dd.err" | tail -n 1)"
     elif [ "$size" -gt 0 ] && [ -n "$got" ] && [ "$got" -lt "$size" ]; then
         MSG="short download: $got of $size bytes"
     elif [ "$(cat "$S.dec.rc" 2>/dev/null)" != 0 ]; then

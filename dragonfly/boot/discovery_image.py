@@ -292,8 +292,9 @@ DEPLOY_PROGRAMS: dict[str, tuple[str, ...]] = {
     "util-linux": ("sbin/blkid", "usr/bin/partx", "sbin/wipefs"),
     "zstd": ("usr/bin/zstd",),
     "efibootmgr": ("bin/efibootmgr",),
-    # Big-buffer copies of what the image streams through (busybox's move 1-4 KiB per call).
-    "coreutils": ("usr/bin/tee", "usr/bin/wc", "usr/bin/head", "usr/bin/sha256sum"),
+    # Big-buffer copies of what the image streams through (busybox's move 1-4 KiB per call);
+    # coreutils dd also says how many bytes it wrote, which spares the agent counting them.
+    "coreutils": ("usr/bin/tee", "usr/bin/wc", "usr/bin/head", "usr/bin/sha256sum", "bin/dd"),
 }
 DEFAULT_PROGRAMS: dict[str, tuple[str, ...]] = {**IPMI_PROGRAMS, **DEPLOY_PROGRAMS}
 # Where the dynamic loader looks without /etc/ld.so.cache (Debian's glibc, multiarch first).
