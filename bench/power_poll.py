@@ -46,8 +46,8 @@ its EnvironmentMetrics (PowerWatts). Even BMCs are on, odd ones off.
 Reference (labelled, not a peer product): in every round, after the server has stopped, a
 trivial aiohttp client loop sweeps the same 1,000 stand-ins with the same cap (16 at a time, a
 connector of 64 connections, 2 per host, TLS unverified): sending the requests the driver sends
-for a first poll (log in, Systems, the system three times, chassis, metrics); the same with the
-system read once; and a single GET of the system with HTTP Basic.
+for a first poll (the service root, log in, Systems, the system, chassis, metrics), and a single
+GET of the system with HTTP Basic.
 
 ``--driver ipmi``: the BMCs are real OpenIPMI ``ipmi_sim`` processes instead, one per loopback
 address 127.2.X.Y (UDP 623; no sensors and no DCMI, so health reads "unknown" and watts none).
@@ -124,11 +124,12 @@ INTERVAL = 60.0  # PowerService's default interval, for the second sweep's deadl
 PHASE_SECONDS = 180
 STOP_WAIT = 120.0
 STOP_ALLOWED = 20.0  # TimeoutStopSec in dragonfly.service
-REFERENCES = (("same requests as the driver (8: log in, Systems, system x3, chassis, metrics)", 3),
-              ("the system read once per poll (6)", 1),
+REFERENCES = (("same requests as the driver's first poll (6: root, log in, Systems, system, "
+               "chassis, metrics)", 1),
               ("one GET of the system, HTTP Basic (1)", 0))
-IPMI_REFERENCES = (("same commands as the driver (log in, power, health, DCMI power)", 3),
-                   ("log in and power state only", 1))
+IPMI_REFERENCES = (("same commands as the driver (log in, power, health, DCMI power, log out)",
+                    3),
+                   ("log in, power state, log out", 1))
 
 
 def bmc_ip(i: int) -> str:
@@ -491,7 +492,8 @@ class IpmiSims:
 def ipmi_reference(count: int, reads: int) -> dict[str, Any]:
     """One sweep of the sims by a trivial loop: pyghmi in a pool of 16 threads, a new session
     per BMC, then ``reads`` commands (3: power state, health, DCMI power, as the driver; 1:
-    power state). Run in its own process (pyghmi shares sessions process-wide)."""
+    power state), then a logout. Run in its own process (pyghmi shares sessions
+    process-wide)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pyghmi.ipmi import command
@@ -503,6 +505,7 @@ def ipmi_reference(count: int, reads: int) -> dict[str, Any]:
         for read in (cmd.get_health, cmd.get_system_power_watts)[:reads - 1]:
             with contextlib.suppress(Exception):  # no sensors, no DCMI: as the driver
                 read()
+        cmd.ipmi_session.logout()  # a session per poll, as the driver
         return state
 
     cpu0, t0 = time.process_time(), time.monotonic()
@@ -890,7 +893,7 @@ async def check_api(session: aiohttp.ClientSession, server: Server, machine_of: 
 async def reference(stand_ins: StandInProcess, count: int, scheme: str, reads: int
                     ) -> dict[str, Any]:
     """One sweep by a trivial client loop: 16 BMCs at a time, the driver's connector limits.
-    ``reads``: how often a poll reads the system after logging in (the driver: 3); 0 for a
+    ``reads``: how often a poll reads the system after logging in (the driver: once); 0 for a
     single GET of the system with HTTP Basic and nothing else."""
     connector = aiohttp.TCPConnector(limit=CONCURRENCY * 4, limit_per_host=2)
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -919,7 +922,7 @@ async def reference(stand_ins: StandInProcess, count: int, scheme: str, reads: i
                     token = response.headers["X-Auth-Token"]
                 auth = {**accept, "X-Auth-Token": token}
                 await get(base + "/redfish/v1/Systems", auth)
-                for _ in range(reads):  # the driver: power_state, health, watts each read it
+                for _ in range(reads):
                     system = await get(base + SYSTEM, auth)
                 await get(base + CHASSIS, auth)
                 await get(base + METRICS, auth)

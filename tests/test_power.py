@@ -337,3 +337,70 @@ async def test_closing_logs_out_at_once_and_within_its_limit() -> None:
     took = loop.time() - started
     assert 1.9 < took < 3.0, took
     assert sorted(done) == list(range(1, 40))
+
+
+STUCK_SCRIPT = '''
+import asyncio, sys, time
+from pathlib import Path
+
+from dragonfly.power.drivers import default_registry
+from dragonfly.power.drivers.base import STATE, DriverEnv, PowerDriver
+from dragonfly.power.service import PowerService
+from dragonfly.store import SqliteStore
+
+
+class Stuck(PowerDriver):
+    """A stand-in for a blocking BMC client that never returns (pyghmi in a call to a BMC
+    that stopped answering is the real case; it gives up after seconds, this never does)."""
+    name = "stuck"
+    supports = frozenset({STATE})
+
+    def __init__(self, env: DriverEnv) -> None:
+        super().__init__("stuck")
+        self.env = env
+
+    async def power_state(self) -> str:
+        return await self.env.run_blocking("stuck", lambda: time.sleep(120) or "on", "state")
+
+
+async def main() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    registry = default_registry()
+    registry.register("stuck", Stuck.supports, lambda r, env, i: Stuck(env), "stand-in")
+    service = PowerService(store, Path(sys.argv[1]), timeout=1.0, interval=3600,
+                           registry=registry)
+    await service.start()
+    await service.set_bmc("m", {"driver": "stuck", "address": "stuck"})  # polled at once
+    while (await service.status("m"))["reason"] != "timeout":
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await service.stop()
+    await store.close()
+    print(f"stopped {time.monotonic() - started:.2f}", flush=True)
+
+asyncio.run(main())
+print("loop closed", flush=True)
+'''
+
+
+def test_a_stuck_bmc_call_does_not_hold_the_process_exit(tmp_path: Path) -> None:
+    # systemd kills the service 20 s after SIGTERM. A thread stuck in a BMC call must not
+    # hold stop() beyond its 10 s bound, nor the loop's close (asyncio.run joins its default
+    # executor without a limit), nor the interpreter's exit (which joins ThreadPoolExecutor
+    # threads): the BMC pool's threads are daemons, and nothing is left in the default one.
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SCRIPT)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("stopped ") and lines[1] == "loop closed", done.stdout
+    assert float(lines[0].split()[1]) < 10.5
+    assert took < 20, took  # start, a 1 s poll, the 10 s stop; not the 120 s call

@@ -13,17 +13,20 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from dragonfly.power.drivers.base import DriverEnv, PowerError
+from dragonfly.power.drivers.base import DriverEnv, PowerError, Status
 from dragonfly.power.drivers.ipmi import IpmiDriver
 from dragonfly.power.records import BMC
 from dragonfly.power.service import PowerService
 from dragonfly.store import SqliteStore
+
+T = TypeVar("T")
 
 PASSWORD = "s3cret-ipmi-pw"  # noqa: S105 - the simulator's admin password
 
@@ -91,23 +94,21 @@ class Sim:
             (self.dir / name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+def launch(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """An ipmi_sim on 127.0.0.1:``port`` in ``root``, answering a login when this returns."""
     binary = shutil.which("ipmi_sim")
     assert binary, "ipmi_sim (Debian package openipmi) is needed for the IPMI tests"
-    root = tmp_path_factory.mktemp("ipmisim")
     script = root / "chassis.sh"
     script.write_text(CHASSIS.format(dir=root))
     script.chmod(0o755)
-    port = free_udp_port()
     (root / "lan.conf").write_text(LAN_CONF.format(port=port, script=script,
                                                    password=PASSWORD))
     (root / "sim.emu").write_text(SIM_EMU)
     (root / "state").mkdir()
-    log = open(root / "sim.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "-c", str(root / "lan.conf"), "-f", str(root / "sim.emu"),
-                             "-s", str(root / "state"), "-n"], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with open(root / "sim.log", "wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(root / "lan.conf"), "-f",
+                                 str(root / "sim.emu"), "-s", str(root / "state"), "-n"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         # Wait until it answers, with a login from this thread: that also starts pyghmi's one
         # process-wide I/O thread (a daemon that lives as long as the process) before any
@@ -120,20 +121,34 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
                 cmd = command.Command(bmc="127.0.0.1", userid=b"admin",
                                       password=PASSWORD.encode(), port=port)
                 cmd.ipmi_session.logout()
-                break
+                return proc
             except Exception:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.2)
+    except BaseException:
+        end(proc)
+        raise
+
+
+def end(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    root = tmp_path_factory.mktemp("ipmisim")
+    port = free_udp_port()
+    proc = launch(root, port)
+    try:
         yield Sim(port, root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        end(proc)
 
 
 @pytest.fixture
@@ -321,3 +336,100 @@ async def test_service_over_ipmi_keeps_the_password_secret(
         await store.close()
     assert PASSWORD not in caplog.text
     assert "wrong-password" not in caplog.text
+
+
+def kept_sessions(port: int) -> list[object]:
+    """pyghmi sessions to the BMC on ``port`` it still keeps alive (logged in)."""
+    from pyghmi.ipmi.private.session import Session
+
+    return [s for s in list(Session.keepalive_sessions) if getattr(s, "port", None) == port]
+
+
+class CountingEnv(DriverEnv):
+    """Counts the turns taken at BMCs' gates (each blocking call takes one)."""
+
+    turns = 0
+
+    async def run_blocking(self, key: str, fn: Callable[[], T], what: str,
+                           limit: float | None = None) -> T:
+        self.turns += 1
+        return await super().run_blocking(key, fn, what, limit)
+
+
+async def test_a_poll_is_one_session_and_one_turn_of_the_gate(sim: Sim) -> None:
+    # Each turn at a BMC's gate waits out the minimum interval (0.2 s) while the poll holds
+    # one of the 16 monitoring slots: three reads, three turns, at most 40 polls/s. One call
+    # reads all three, in one session.
+    sim.reset()
+    (sim.dir / "state.power").write_text("1\n")
+    env = CountingEnv(timeout=10.0, min_interval=0.2)
+    bmc = IpmiDriver("127.0.0.1", sim.port, "admin", PASSWORD, env)
+    try:
+        assert await bmc.read_status() == Status("on", "unknown", None)
+        assert env.turns == 1
+        # No session outlives its call: pyghmi keeps none alive between polls (kept ones,
+        # used from 16 threads, stalled the second sweep on pyghmi's global locks).
+        assert kept_sessions(sim.port) == []
+        assert await bmc.power_state() == "on"  # the single reads still work
+        assert kept_sessions(sim.port) == []
+        assert env.turns == 2
+    finally:
+        await env.close()
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Sim]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    out: list[Sim] = []
+    try:
+        for _ in range(6):
+            root = tmp_path_factory.mktemp("ipmisims")
+            port = free_udp_port()
+            procs.append(launch(root, port))
+            out.append(Sim(port, root))
+        yield out
+    finally:
+        for proc in procs:
+            end(proc)
+
+
+async def test_two_sweeps_of_several_bmcs_are_all_right(sims: list[Sim], tmp_path: Path
+                                                        ) -> None:
+    # Monitoring's own schedule, twice over every BMC (the benchmark does 200 and 1,000).
+    for n, one in enumerate(sims):
+        one.reset()
+        (one.dir / "state.power").write_text(f"{n % 2}\n")
+    store = SqliteStore(":memory:")
+    await store.open()
+    service = PowerService(store, tmp_path, interval=3.0)
+    await service.start()
+    machines = [f"m{n}" for n in range(len(sims))]
+    try:
+        for machine, one in zip(machines, sims, strict=True):
+            await service.set_bmc(machine, {"driver": "ipmi", "address": "127.0.0.1",
+                                            "port": one.port, "user": "admin",
+                                            "password": PASSWORD})
+        first: dict[str, float] = {}
+        second: dict[str, dict[str, object]] = {}
+        deadline = time.monotonic() + 30
+        while len(second) < len(machines) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            for machine in machines:
+                status = await service.status(machine)
+                if status["checked_at"] is None:
+                    continue
+                if machine not in first:
+                    assert status["error"] == "", status
+                    first[machine] = status["checked_at"]
+                elif status["checked_at"] > first[machine]:
+                    second.setdefault(machine, status)
+        assert len(second) == len(machines), (first, second)
+        for n, machine in enumerate(machines):
+            assert second[machine]["error"] == "", second[machine]
+            assert second[machine]["state"] == ("on" if n % 2 else "off")
+    finally:
+        started = time.monotonic()
+        await service.stop()
+        await store.close()
+    # No session to log out; a poll still in a call (a third sweep) is waited for, boundedly.
+    assert time.monotonic() - started < 10.5

@@ -329,12 +329,11 @@ class PowerService:
         error = reason = ""
         try:
             driver = self._driver(machine)
-            if STATE in driver.supports:
-                live.state = await driver.power_state()
-            if HEALTH in driver.supports:
-                live.health = await driver.health()
-            if WATTS in driver.supports:
-                live.watts = await driver.watts()
+            # One read of all three (one request of the system, one IPMI session), over
+            # connections that close when the poll ends.
+            async with self.env.poll_connections():
+                status = await driver.read_status()
+            live.state, live.health, live.watts = status.state, status.health, status.watts
         except PowerError as exc:
             error, reason = self.scrub(exc.message, record), exc.reason
         now = self.clock()

@@ -3,14 +3,17 @@
 pyghmi is blocking: every call runs in the environment's bounded thread pool, under the BMC's
 gate (one command at a time, a minimum interval between commands) and a hard timeout.
 
-Sessions: one ``Command`` per BMC, kept and reused. pyghmi itself shares one logged-in session
-per (BMC, user, password) inside the process (``Session.__new__``), keeps it alive from its one
-I/O thread, and guards a session with an RLock, so threads may use it; we still serialise
-commands per BMC (BMCs allow few sessions and little concurrency). Credentials go to pyghmi as
+Sessions: one per call, logged out when the call ends; a monitoring poll reads state, health
+and draw in one call, so in one session and one turn of the gate. Sessions kept between calls
+(pyghmi keeps them alive from its I/O thread) made a second sweep of 50 BMCs from 16 threads
+time out in two of three polls: pyghmi's process-wide locks (its keep-alive and waiting-session
+registries, taken in opposite orders on its send and time-out paths) stall the threads. A
+session per call also leaves nothing to log out at shutdown. (``Command(keepalive=False)``
+would not help: pyghmi 1.6 passes it on only with ``onlogon``.) Credentials go to pyghmi as
 bytes: pyghmi 1.6 registers a session being set up under the credentials as given but removes
 that entry under their bytes form, so with str credentials a second Command for the same BMC
 (or any retry after a failed login) finds the stale entry and waits forever or gets a broken
-session. A Command whose session broke is dropped and the next call logs in again.
+session.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import errno
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from dragonfly.power.drivers.base import (
     BOOT_DISK,
@@ -36,7 +39,10 @@ from dragonfly.power.drivers.base import (
     DriverEnv,
     PowerDriver,
     PowerError,
+    Status,
 )
+
+T = TypeVar("T")
 
 DEFAULT_PORT = 623
 BUSY = ("node busy", "insufficient resources", "cannot execute duplicated request",
@@ -64,29 +70,29 @@ class IpmiDriver(PowerDriver):
         self.retries = retries
         self.retry_delay = retry_delay
         self.where = address if self.port == DEFAULT_PORT else f"{address}:{self.port}"
-        self._command: Any = None
-        env.on_close(self.close)
 
     # --- plumbing ---------------------------------------------------------------------
 
-    def _connect(self) -> Any:
+    def _session(self) -> Any:
         from pyghmi.ipmi import command
 
-        if self._command is None or getattr(self._command.ipmi_session, "broken", False):
-            self._command = None
-            self._command = command.Command(bmc=self.address, userid=self._user,
-                                            password=self._password, port=self.port)
-        return self._command
+        return command.Command(bmc=self.address, userid=self._user, password=self._password,
+                               port=self.port)
 
-    async def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        """``fn(command)`` in a thread, retried while the BMC says it is busy."""
-        def run() -> Any:
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """``fn(command)`` in a thread, in a session of its own (logged out at the end),
+        retried while the BMC says it is busy."""
+        def run() -> T:
             started = time.monotonic()
+            command = None
             try:
-                return fn(self._connect())
+                command = self._session()
+                return fn(command)
             except Exception as exc:
-                self._command = None if _session_broken(self._command) else self._command
                 raise _Failed(exc, time.monotonic() - started) from exc
+            finally:
+                if command is not None:
+                    _logout(command)
 
         for attempt in range(self.retries + 1):
             try:
@@ -98,6 +104,16 @@ class IpmiDriver(PowerDriver):
                     continue
                 raise self._reason(failed, what) from None
         raise AssertionError("unreachable")
+
+    def _optional(self, what: str, fn: Callable[[], T]) -> T | None:
+        """``fn()`` (in the call's thread) or None when the BMC does not have it; any other
+        failure ends the call."""
+        try:
+            return fn()
+        except Exception as exc:
+            if self._reason(_Failed(exc, 0.0), what).reason in ("unsupported", "refused"):
+                return None
+            raise
 
     def _reason(self, failed: _Failed, what: str) -> PowerError:
         exc = failed.exc
@@ -129,20 +145,23 @@ class IpmiDriver(PowerDriver):
                           "refused")
 
     async def close(self) -> None:
-        command, self._command = self._command, None
-        session = getattr(command, "ipmi_session", None)
-        if session is not None and not getattr(session, "broken", True):
-            try:
-                await asyncio.wait_for(asyncio.to_thread(session.logout), 5)
-            except Exception:  # a BMC that is gone cannot be logged out of
-                pass
+        """Nothing to do: no session outlives its call."""
 
     # --- the interface ------------------------------------------------------------------
 
     async def power_state(self) -> str:
-        result = await self._call("get power state", lambda c: c.get_power())
-        state = result.get("powerstate") if isinstance(result, dict) else None
-        return state if state in ("on", "off") else "unknown"
+        return _state(await self._call("get power state", lambda c: c.get_power()))
+
+    async def read_status(self) -> Status:
+        """State, health and draw in one session and one turn of the BMC's gate: three
+        turns cost at least two minimum intervals (0.4 s) while holding a monitoring slot."""
+        def read(c: Any) -> Status:
+            state = _state(c.get_power())
+            health = self._optional("read health", c.get_health)
+            watts = self._optional("read power (DCMI)", c.get_system_power_watts)
+            return Status(state, _health(health), _watts(watts))
+
+        return await self._call("read power state, health and draw", read)
 
     async def _set_power(self, state: str) -> None:
         await self._call(f"power {state}", lambda c: c.set_power(state, wait=False))
@@ -178,30 +197,48 @@ class IpmiDriver(PowerDriver):
         await self._call(f"set boot device {device}", set_bootdev)
 
     async def health(self) -> str:
-        try:
-            summary = await self._call("read health", lambda c: c.get_health())
-        except PowerError as exc:
-            if exc.reason in ("unsupported", "refused"):
-                return "unknown"  # no sensors (e.g. ipmi_sim without SDRs)
-            raise
-        from pyghmi.constants import Health
-
-        value = int(summary.get("health", 0)) if isinstance(summary, dict) else 0
-        if value & (Health.Critical | Health.Failed):
-            return "critical"
-        if value & Health.Warning:
-            return "warning"
-        return "ok"
+        # No sensors (e.g. ipmi_sim without SDRs) reads as "unknown".
+        return _health(await self._call(
+            "read health", lambda c: self._optional("read health", c.get_health)))
 
     async def watts(self) -> float | None:
         """DCMI Get Power Reading; None when the BMC has no DCMI power reading."""
+        return _watts(await self._call(
+            "read power (DCMI)",
+            lambda c: self._optional("read power (DCMI)", c.get_system_power_watts)))
+
+
+def _state(result: Any) -> str:
+    state = result.get("powerstate") if isinstance(result, dict) else None
+    return state if state in ("on", "off") else "unknown"
+
+
+def _health(summary: Any) -> str:
+    if not isinstance(summary, dict):
+        return "unknown"
+    from pyghmi.constants import Health
+
+    value = int(summary.get("health", 0))
+    if value & (Health.Critical | Health.Failed):
+        return "critical"
+    if value & Health.Warning:
+        return "warning"
+    return "ok"
+
+
+def _watts(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _logout(command: Any) -> None:
+    """End the call's session (a BMC that is gone cannot be logged out of: pyghmi gives up
+    after one try, without retries)."""
+    session = getattr(command, "ipmi_session", None)
+    if session is not None and not getattr(session, "broken", True):
         try:
-            value = await self._call("read power (DCMI)", lambda c: c.get_system_power_watts())
-        except PowerError as exc:
-            if exc.reason in ("unsupported", "refused"):
-                return None
-            raise
-        return float(value) if isinstance(value, int | float) else None
+            session.logout()
+        except Exception:  # noqa: S110 - nothing to do about a failed logout
+            pass
 
 
 class _Failed(Exception):
@@ -209,11 +246,6 @@ class _Failed(Exception):
         super().__init__(str(exc))
         self.exc = exc
         self.elapsed = elapsed
-
-
-def _session_broken(command: Any) -> bool:
-    session = getattr(command, "ipmi_session", None)
-    return session is None or bool(getattr(session, "broken", True))
 
 
 def _route_problem(address: str, port: int) -> str:

@@ -13,6 +13,9 @@ has one, else ``*``), always sends BootSourceOverrideEnabled, and is retried wit
 BootSourceOverrideMode when the BMC rejects it; a 400/409 because the system already is in
 the asked state counts as done. Power draw comes from ``Chassis/*/EnvironmentMetrics``
 (PowerWatts.Reading) or the older ``Chassis/*/Power`` (PowerControl[].PowerConsumedWatts).
+
+Monitoring reads the system once per poll (state and health from the same document) and the
+draw from the resource found the first time (found again when it moves): two requests a poll.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dragonfly.power.drivers.base import (
     DriverEnv,
     PowerDriver,
     PowerError,
+    Status,
     Unsupported,
     http_failure,
 )
@@ -82,6 +86,7 @@ class RedfishDriver(PowerDriver):
         self._basic = False
         self._login_lock = asyncio.Lock()
         self.cycle_pause = 2.0
+        self._watts_at = ""  # where the draw was found (EnvironmentMetrics or Power)
         env.on_close(self.close)
 
     # --- HTTP ---------------------------------------------------------------------------
@@ -161,6 +166,7 @@ class RedfishDriver(PowerDriver):
         return body, etag
 
     async def close(self) -> None:
+        self.env.forget_close(self.close)
         token, uri = self._token, self._session_uri
         self._token = self._session_uri = ""
         if token and uri:
@@ -184,9 +190,11 @@ class RedfishDriver(PowerDriver):
 
     async def power_state(self) -> str:
         system, _ = await self._system()
-        state = str(system.get("PowerState", ""))
-        return {"On": "on", "PoweringOff": "on", "Off": "off", "PoweringOn": "off",
-                "Paused": "on"}.get(state, "unknown")
+        return _state(system)
+
+    async def read_status(self) -> Status:
+        system, _ = await self._system()
+        return Status(_state(system), _health(system), await self._watts(system))
 
     async def _allowed(self, system: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         action = system.get("Actions", {}).get("#ComputerSystem.Reset", {})
@@ -265,13 +273,23 @@ class RedfishDriver(PowerDriver):
 
     async def health(self) -> str:
         system, _ = await self._system()
-        status = system.get("Status", {})
-        health = status.get("HealthRollup") or status.get("HealthRollUp") or status.get("Health")
-        return {"OK": "ok", "Warning": "warning", "Critical": "critical"}.get(str(health),
-                                                                              "unknown")
+        return _health(system)
 
     async def watts(self) -> float | None:
         system, _ = await self._system()
+        return await self._watts(system)
+
+    async def _watts(self, system: dict[str, Any]) -> float | None:
+        if self._watts_at:
+            try:
+                reading = _reading(*await self._get(self._watts_at))
+            except PowerError as exc:
+                if exc.reason != "protocol":
+                    raise
+                reading = None  # gone (a firmware update moved it): look again
+            if reading is not None:
+                return reading
+            self._watts_at = ""
         links = system.get("Links", {}).get("Chassis", [])
         chassis = [c.get("@odata.id", "") for c in links if isinstance(c, dict)]
         if not chassis:
@@ -280,20 +298,41 @@ class RedfishDriver(PowerDriver):
                        if isinstance(m, dict)]
         for path in filter(None, chassis):
             doc, _ = await self._get(path)
-            metrics = doc.get("EnvironmentMetrics", {}).get("@odata.id")
-            if metrics:
-                env, _ = await self._get(metrics)
-                reading = env.get("PowerWatts", {}).get("Reading")
-                if isinstance(reading, int | float):
-                    return float(reading)
-            power = doc.get("Power", {}).get("@odata.id")
-            if power:
-                old, _ = await self._get(power)
-                for control in old.get("PowerControl", []):
-                    consumed = control.get("PowerConsumedWatts")
-                    if isinstance(consumed, int | float):
-                        return float(consumed)
+            for kind in ("EnvironmentMetrics", "Power"):
+                where = doc.get(kind, {}).get("@odata.id")
+                if not where:
+                    continue
+                reading = _reading(*await self._get(where))
+                if reading is not None:
+                    self._watts_at = where
+                    return reading
         return None
+
+
+def _state(system: dict[str, Any]) -> str:
+    state = str(system.get("PowerState", ""))
+    return {"On": "on", "PoweringOff": "on", "Off": "off", "PoweringOn": "off",
+            "Paused": "on"}.get(state, "unknown")
+
+
+def _health(system: dict[str, Any]) -> str:
+    status = system.get("Status", {})
+    health = status.get("HealthRollup") or status.get("HealthRollUp") or status.get("Health")
+    return {"OK": "ok", "Warning": "warning", "Critical": "critical"}.get(str(health),
+                                                                          "unknown")
+
+
+def _reading(doc: dict[str, Any], _etag: str = "") -> float | None:
+    """The draw in an EnvironmentMetrics (PowerWatts.Reading) or an older Power resource
+    (the first PowerControl[].PowerConsumedWatts)."""
+    reading = doc.get("PowerWatts", {}).get("Reading")
+    if isinstance(reading, int | float):
+        return float(reading)
+    for control in doc.get("PowerControl", []):
+        consumed = control.get("PowerConsumedWatts") if isinstance(control, dict) else None
+        if isinstance(consumed, int | float):
+            return float(consumed)
+    return None
 
 
 def basic_auth(user: str, password: str) -> str:
