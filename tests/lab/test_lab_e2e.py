@@ -52,9 +52,15 @@ class Server:
         return json.loads(result.stdout)
 
 
-def dragonfly(*args: str, stdin: str | None = None, env: dict[str, str] | None = None
-              ) -> str:
-    result = subprocess.run([sys.executable, "-m", "dragonfly", *args], input=stdin,
+# The product as installed: the zipapp that `scripts/test` and `scripts/demo` build with
+# build_zipapp.py (bundled iPXE loaders and all), run by the system's python3.
+ZIPAPP = ROOT / "dist" / "dragonfly"
+PROGRAMS = {"module": [sys.executable, "-m", "dragonfly"], "zipapp": [str(ZIPAPP)]}
+
+
+def dragonfly(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+              program: str = "module") -> str:
+    result = subprocess.run([*PROGRAMS[program], *args], input=stdin,
                             capture_output=True, text=True, timeout=60, check=True,
                             env={**os.environ, **(env or {})})
     return result.stdout.strip()
@@ -65,20 +71,23 @@ def serve(lab_net: LabNet, tmp_path: Path, discovery_image: DiscoveryImage
           ) -> Iterator[Callable[..., Server]]:
     started: list[Proc] = []
 
-    def start(dhcp_mode: str, **settings: str) -> Server:
+    def start(dhcp_mode: str, program: str = "module", **settings: str) -> Server:
+        if program == "zipapp" and not ZIPAPP.exists():
+            pytest.fail(f"{ZIPAPP} is missing: build it with `python3 build_zipapp.py`")
         state = tmp_path / "state"
         discovery_image.install(state)
         env = {"DRAGONFLY_CONFIG": str(tmp_path / "none.toml"), **settings}
         # Setup done from the shell, as an operator may: an admin and an API token.
         dragonfly("user", "add", "admin", "--role", "admin", "--password-stdin",
-                  "--state-dir", str(state), stdin="lab admin password\n", env=env)
+                  "--state-dir", str(state), stdin="lab admin password\n", env=env,
+                  program=program)
         token = dragonfly("token", "create", "--user", "admin", "--name", "lab",
-                          "--state-dir", str(state), env=env)
+                          "--state-dir", str(state), env=env, program=program)
         port = 3000 + os.getpid() % 1000
         args = lab_net.exec_args(
-            "env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "dragonfly",
-            "serve", "--state-dir", str(state), "--bind", lab_net.server_ip, "--port",
-            str(port), "--boot-interface", "br0", "--dhcp-mode", dhcp_mode)
+            "env", *(f"{k}={v}" for k, v in env.items()), *PROGRAMS[program], "serve",
+            "--state-dir", str(state), "--bind", lab_net.server_ip, "--port", str(port),
+            "--boot-interface", "br0", "--dhcp-mode", dhcp_mode)
         proc = start_process("dragonfly", args, tmp_path / "dragonfly.log")
         started.append(proc)
         server = Server(lab_net, port, token, proc, state)
@@ -167,7 +176,10 @@ def test_proxydhcp_beside_dnsmasq_bios_and_uefi_at_once(
 
 def test_full_dhcp_mode_without_a_site_server(serve: Callable[..., Server],
                                               qemu: QemuFactory) -> None:
-    server = serve("full", DRAGONFLY_BOOT_DHCP_RANGE="10.99.0.160-10.99.0.170")
+    """Run from the built zipapp, as `dragonfly install` installs it: the one file carries
+    the iPXE loaders that this BIOS guest gets over TFTP."""
+    server = serve("full", program="zipapp",
+                   DRAGONFLY_BOOT_DHCP_RANGE="10.99.0.160-10.99.0.170")
     guest = qemu.start("full", "52:54:00:e2:e0:03", firmware="bios", disk_bytes=GiB, smp=1,
                        memory_mib=512, seconds=300)
     machines = wait_for_machines(server, [guest.mac], [guest])
