@@ -19,14 +19,17 @@ code, so it runs on the CPython version and CPU architecture it was built with (
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
+import py_compile
 import shutil
 import subprocess
 import sys
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -34,6 +37,52 @@ BUILD = ROOT / ".build"
 DIST = ROOT / "dist"
 BUILD_VENV = BUILD / "venv"
 SOURCE_DATE_EPOCH = "1735689600"  # 2025-01-01: fixed, so two builds of one tree are identical
+SHIV_OPTIONS = ("-p", "/usr/bin/env python3", "--reproducible", "--compressed")
+# Pure-Python packages that need no files of their own on disk and that no start imports,
+# imported (zipimport) from one zip instead of being unpacked file by file at the first start,
+# where every file costs about a millisecond: ~1,300 files, tzdata's zoneinfo (dateutil's
+# fallback) alone 630. Not pyghmi: it lists its own directory for plugins. Not what every
+# start imports (aiohttp's attrs, yarl's idna): the zip is opened at the first import of one
+# of its packages, and reading its directory costs ~10 ms.
+ZIPPED_PACKAGES = ("cffi", "dateutil", "dns", "h11", "h2", "hpack", "httpcore2", "httpx2",
+                   "hyperframe", "jinja2", "lightkube", "prometheus_client", "pycparser",
+                   "pyotp", "segno", "truststore", "tzdata", "wsproto")
+ZIPPED = "_zipped.zip"
+# Run by site (an "import" line of a .pth file) when shiv adds the unpacked site-packages.
+ZIPPED_HOOK = """\
+\"\"\"Puts _zipped.zip on sys.path at the first import of one of its packages (written by
+build_zipapp.py): until then, imports that find nothing (subprocess's probe for msvcrt ...)
+do not make zipimport read the zip's directory.\"\"\"
+import os
+import sys
+
+ZIP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zipped.zip")
+NAMES = frozenset({names!r})
+
+
+class ZippedPackages:
+    added = False
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if not cls.added and path is None and name in NAMES:
+            cls.added = True
+            # Right after this site-packages (and before the interpreter's own), where the
+            # path finder, next in sys.meta_path, finds the package.
+            site = os.path.dirname(ZIP)
+            sys.path.insert(sys.path.index(site) + 1 if site in sys.path else 0, ZIP)
+        return None
+
+
+sys.meta_path.insert(0, ZippedPackages)
+"""
+# Type stubs, Cython/C sources and pip's install bookkeeping: nothing reads them at run time
+# (METADATA, entry points and licenses stay).
+PRUNED_SUFFIXES = (".pyi", ".pyx", ".pxd", ".c")
+PRUNED_METADATA = ("RECORD", "INSTALLER", "WHEEL", "REQUESTED", "direct_url.json")
+# Compiled at their first import rather than at build: the IPMI driver's library, which no
+# start imports (~70 modules fewer to unpack at the first start).
+NOT_PRECOMPILED = ("pyghmi",)
 
 
 def venv_python() -> Path:
@@ -108,11 +157,7 @@ def build(output: Path, *, loaders: bool = True, loader_root: Path | None = None
         # ipxe/loaders/ may hold an earlier build's loaders: a --no-loaders build carries none,
         # so what it says about itself is true.
         shutil.rmtree(site / LOADERS_DIR, ignore_errors=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(python), "-m", "shiv", "--site-packages", str(site),
-                    "-e", "dragonfly._entry:main", "-o", str(output), "-p", "/usr/bin/env python3",
-                    "--compile-pyc", "--reproducible", "--compressed"], check=True, env=env)
-    output.chmod(0o755)
+    pack(site, "dragonfly._entry:main", output, python)
     size = output.stat().st_size / 1e6
     print(f"built {output} ({size:.1f} MB) for CPython {build_info['python'][0]}."
           f"{build_info['python'][1]} on {build_info['machine']}")
@@ -121,6 +166,60 @@ def build(output: Path, *, loaders: bool = True, loader_root: Path | None = None
               "The demo works; `dragonfly install` refuses it unless <state_dir>/loaders/ "
               "already holds the loaders.", file=sys.stderr)
     return output
+
+
+def pack(site: Path, entry: str, output: Path, python: Path) -> None:
+    """``site`` (a pip --target directory) into the zipapp ``output``: the one recipe, which
+    bench/startup.py also uses for its peer.
+
+    Modules are compiled here, as unchecked-hash .pyc added to the zipapp beside their sources
+    (shiv leaves .pyc out): the first start only unpacks, where shiv's --compile-pyc compiled
+    every module of every dependency first (1.7 s here). Unchecked is safe because the unpacked
+    copy is never edited (shiv names its directory by the build's hash); hash-based pycs carry
+    no timestamps, so the build stays reproducible."""
+    for path in [p for p in site.rglob("*") if p.suffix in PRUNED_SUFFIXES and p.is_file()]:
+        path.unlink()
+    for name in PRUNED_METADATA:
+        for path in site.glob(f"*.dist-info/{name}"):
+            path.unlink()
+    zip_packages(site, [n for n in ZIPPED_PACKAGES if (site / n).is_dir()])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    subprocess.run([str(python), "-m", "shiv", "--site-packages", str(site), "-e", entry,
+                    "-o", str(output), *SHIV_OPTIONS], check=True, env=env)
+    compileall.compile_dir(site, quiet=2, workers=0,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    for name in NOT_PRECOMPILED:
+        for path in (site / name).rglob("*.pyc"):
+            path.unlink()
+    stamp = (1980, 1, 1, 0, 0, 0)  # fixed: reproducible
+    with zipfile.ZipFile(output, "a", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(site.rglob("*.pyc")):
+            info = zipfile.ZipInfo(f"site-packages/{path.relative_to(site).as_posix()}", stamp)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    output.chmod(0o755)
+
+
+def zip_packages(site: Path, names: list[str]) -> None:
+    """Move packages into ``site/_zipped.zip``, which a .pth file's hook puts on sys.path when
+    first needed (zipimport reads their modules and importlib.resources their data from it).
+    Each module's .pyc sits beside its source, where zipimport looks for it."""
+    if not names:
+        return
+    stamp = (1980, 1, 1, 0, 0, 0)  # fixed: reproducible
+    with zipfile.ZipFile(site / ZIPPED, "w", zipfile.ZIP_STORED) as archive:
+        for name in names:
+            compileall.compile_dir(site / name, quiet=2, legacy=True, workers=0,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            for path in sorted((site / name).rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    info = zipfile.ZipInfo(path.relative_to(site).as_posix(), stamp)
+                    info.external_attr = 0o644 << 16
+                    archive.writestr(info, path.read_bytes())
+            shutil.rmtree(site / name)
+    (site / "_zipped_path.py").write_text(ZIPPED_HOOK.format(names=sorted(names)))
+    (site / "_zipped.pth").write_text("import _zipped_path\n")
 
 
 def main() -> None:

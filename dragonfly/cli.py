@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from dragonfly import __version__
-from dragonfly.commands import Command, build_parser
+from dragonfly.commands import Command, parse_args
 from dragonfly.config import Config, config_path_from_env
 from dragonfly.errors import DragonflyError
 
@@ -28,8 +28,7 @@ DEMO_PORT_TRIES = 50
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

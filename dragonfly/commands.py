@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from dragonfly import __version__
 from dragonfly.config import DHCP_MODES
@@ -23,14 +24,34 @@ COMMAND_MODULES: tuple[str, ...] = ("dragonfly.auth.cli", "dragonfly.ops.install
                                      "dragonfly.boot.discovery_image", "dragonfly.images.cli")
 
 
+class _NotFront(Exception):
+    """The front parser cannot read these arguments: the full parser will, or say why not."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dragonfly",
-        description="Bare-metal provisioning in one file. Run with no arguments to try the "
-                    "demo (nothing installed) or to see this server's status (installed).",
-        epilog="Docs: run the demo and open Docs, or see README.md.")
+class _FrontParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _NotFront(message)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, read by the full parser only when it names a subcommand or asks for
+    help: building that parser imports every subcommand's module, which the demo and the
+    status summary (no subcommand) never use, and they are what starts first."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" not in args and "--help" not in args:
+        front = _FrontParser(prog="dragonfly", add_help=False)
+        _add_front_options(front)
+        try:
+            namespace, rest = front.parse_known_args(args)
+        except _NotFront:
+            rest = args
+        if not rest:
+            namespace.command = None
+            return namespace
+    return build_parser().parse_args(args)
+
+
+def _add_front_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"dragonfly {__version__}")
     parser.add_argument("--demo", action="store_true",
                         help="start the in-memory demo even when Dragonfly is installed")
@@ -40,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path,
                         help="config file (default $DRAGONFLY_CONFIG or "
                              "/etc/dragonfly/dragonfly.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dragonfly",
+        description="Bare-metal provisioning in one file. Run with no arguments to try the "
+                    "demo (nothing installed) or to see this server's status (installed).",
+        epilog="Docs: run the demo and open Docs, or see README.md.")
+    _add_front_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the appliance from its config",

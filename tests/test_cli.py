@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dragonfly import __version__
-from dragonfly.cli import bind_first_free, build_parser
+from dragonfly.cli import bind_first_free
+from dragonfly.commands import build_parser
 from dragonfly.errors import DragonflyError
 from tests.conftest import free_port, wait_http
 

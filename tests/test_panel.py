@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from dragonfly.app import create_app
 from dragonfly.boot.registry import ARCH_NAMES
-from dragonfly.cli import build_parser
+from dragonfly.commands import build_parser
 from dragonfly.compose import demo_context
 from dragonfly.config import SETTINGS, Config
 from dragonfly.context import AppContext

@@ -12,9 +12,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import TYPE_CHECKING
 
-import pyotp
-import segno
+if TYPE_CHECKING:
+    import pyotp
 
 STEP = 30
 WINDOW = 1
@@ -23,16 +24,30 @@ RECOVERY_COUNT = 10
 _RECOVERY_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/1/o/0 to misread
 
 
+# pyotp and segno are imported by the functions that use them: only enrolment and a sign-in
+# with a second factor need them, never the server's start.
+
+
+def _totp(secret: str) -> pyotp.TOTP:
+    import pyotp
+
+    return pyotp.TOTP(secret)
+
+
 def new_secret() -> str:
+    import pyotp
+
     return pyotp.random_base32(32)  # 160 bits, the RFC 4226 recommendation
 
 
 def provisioning_uri(secret: str, account: str, issuer: str = ISSUER) -> str:
-    return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=issuer)
+    return _totp(secret).provisioning_uri(name=account, issuer_name=issuer)
 
 
 def qr_data_uri(uri: str) -> str:
     """The otpauth URI as an SVG QR code in a data: URI, drawn here (no external service)."""
+    import segno
+
     return str(segno.make(uri, error="m").svg_data_uri(scale=5, border=2))
 
 
@@ -47,7 +62,7 @@ def match_step(secret: str, code: str, now: float, window: int = WINDOW) -> int 
     if not (len(code) == 6 and code.isdigit()):
         return None
     try:
-        totp = pyotp.TOTP(secret)
+        totp = _totp(secret)
     except (ValueError, TypeError):
         return None
     current = int(now // STEP)

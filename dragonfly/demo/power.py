@@ -20,8 +20,10 @@ from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State
 from dragonfly.power.drivers import DriverEnv, PowerDriver, Registry
 from dragonfly.power.drivers.fake import BMCS, FakeBmc, FakeDriver
-from dragonfly.power.records import BmcRecord
+from dragonfly.power.records import BMC, BmcRecord, parse_record, to_document
 from dragonfly.power.service import POWER, PowerService
+from dragonfly.store import Put
+from dragonfly.store.base import Op
 
 HISTORY_STEP = 60.0  # seconds between the seeded readings (the monitor's interval)
 UNREACHABLE = "unreachable-bmc-"  # the fake driver times out on addresses starting so
@@ -72,17 +74,21 @@ class DemoBmcs:
         page = self.fleet.list_machines(limit=100_000)
         unreachable = next((m.id for m in page.items if m.state is State.MAINTENANCE), None)
         now = time.time()
+        ops: list[Op] = []
         for machine in page.items:
             if machine.state is State.DISCOVERED:
                 continue
             failing = machine.id == unreachable
             address = f"{UNREACHABLE if failing else 'demo-bmc-'}{machine.id}"
             BMCS[address] = FakeBmc(state="off" if machine.power == "off" else "on")
-            await self.power.set_bmc(machine.id, {"driver": "fake", "address": address})
-            # What the monitor would have read over the last half hour; PowerService.start
-            # picks it up.
-            await self.power.store.put(POWER, machine.id,
-                                       self._history(machine, address, failing, now))
+            record = parse_record(machine.id, {"driver": "fake", "address": address},
+                                  self.power.registry.names, None, self.power.clock())
+            ops.append(Put(BMC, machine.id, to_document(record, self.power.box)))
+            # What the monitor would have read over the last half hour.
+            ops.append(Put(POWER, machine.id, self._history(machine, address, failing, now)))
+        # The records as set_bmc would store them, in one write rather than three per machine
+        # (the demo's start waited on them): PowerService.start, which runs next, loads them.
+        await self.power.store.commit(ops)
         await add_demo_enclosures(self.fleet, self.power)
 
     def _history(self, machine: Machine, address: str, failing: bool, now: float

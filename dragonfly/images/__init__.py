@@ -29,9 +29,28 @@ Modules: ``model`` (ImageSource, Image, errors), ``checksums`` (GNU and BSD chec
 
 from __future__ import annotations
 
-from dragonfly.images.cache import ImageStore, url_key
-from dragonfly.images.checksums import VendorChecksum
-from dragonfly.images.model import Image, ImageFailed, ImageRefused, ImageSource
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dragonfly.images.cache import ImageStore, url_key
+    from dragonfly.images.checksums import VendorChecksum
+    from dragonfly.images.model import Image, ImageFailed, ImageRefused, ImageSource
 
 __all__ = ["Image", "ImageFailed", "ImageRefused", "ImageSource", "ImageStore",
            "VendorChecksum", "url_key"]
+
+# Loaded on first use: the demo and the event stream need the model's names, not the store
+# (downloads, decompression, tar), which only the server runs.
+_HOME_OF = {"ImageStore": "cache", "url_key": "cache", "VendorChecksum": "checksums",
+            "Image": "model", "ImageFailed": "model", "ImageRefused": "model",
+            "ImageSource": "model"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -8,15 +8,17 @@ air-gapped site is impossible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from dragonfly.context import ctx_of
 from dragonfly.errors import NotFound, Unavailable
 from dragonfly.http.router import ApiRouter, Param
-from dragonfly.images.cache import ImageStore
 from dragonfly.images.model import check_digest
+
+if TYPE_CHECKING:
+    from dragonfly.images.cache import ImageStore
 
 api = ApiRouter()
 

@@ -3,10 +3,10 @@ every page gets (caller, permissions, safety banner, install help), and ``render
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from dragonfly import __version__
@@ -20,7 +20,8 @@ from dragonfly.domain.model import OPERATOR_ACTIONS, STATE_HELP, State
 from dragonfly.format import ago, binary_bytes, decimal_bytes, eta, iso_time
 from dragonfly.resources import static_assets
 
-PANEL_ENV = web.AppKey("dragonfly_panel_env", jinja2.Environment)
+if TYPE_CHECKING:
+    import jinja2
 
 DOC_PAGES: dict[str, str] = {
     "index": "Getting started",
@@ -85,7 +86,12 @@ MODE_HELP: dict[str, str] = {
                    "distribution between them, for large or highly available setups.",
 }
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The panel's one jinja2 environment, made at the first page rendered: importing jinja2
+    and reading web/static (for the versioned asset URLs) is not work for the start."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dragonfly.web", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -146,7 +152,7 @@ def render(request: web.Request, template: str, status: int = 200,
             "page_title": context.pop("page_title", "Dragonfly"),
             "page_data": page_data}
     # A page's own values win (the security page passes its freshly read safety state).
-    html = request.app[PANEL_ENV].get_template(template).render({**base, **context})
+    html = environment().get_template(template).render({**base, **context})
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store"})
 

@@ -8,14 +8,15 @@ a machine's cloud-config). Every failure becomes ``InvalidInput`` naming the lin
 
 from __future__ import annotations
 
+import functools
 import re
 import types
-from typing import Any
-
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from dragonfly.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 # The file name jinja2 gives templates made from strings; frames of the rendered template
 # carry it in tracebacks, with the template's own line numbers (jinja2 rewrites them).
@@ -26,16 +27,26 @@ MAX_OUTPUT = 1 << 20
 # script would pipe one into). Dragonfly never writes one, nor lets an operator template.
 _PASSWORDS = re.compile(r"plain_text_passwd|chpasswd", re.IGNORECASE)
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                            keep_trailing_newline=True)
+
+
+@functools.cache
+def _env() -> SandboxedEnvironment:
+    """Made at the first template checked or rendered: jinja2 is not needed to start."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                keep_trailing_newline=True)
 
 
 def check_syntax(text: str) -> str | None:
     """None when ``text`` parses as a jinja2 template, else a sentence with the line."""
     if not text:
         return None
+    from jinja2 import TemplateSyntaxError
+
     try:
-        _ENV.parse(text)
+        _env().parse(text)
     except TemplateSyntaxError as exc:
         return f"jinja2 syntax error on line {exc.lineno}: {exc.message}"
     return None
@@ -63,8 +74,10 @@ def render(text: str, facts: dict[str, Any], what: str = "user_data") -> str:
     """``text`` rendered over ``facts``; InvalidInput with the line when it cannot be."""
     if not text:
         return ""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
     try:
-        out = _ENV.from_string(text).render(facts)
+        out = _env().from_string(text).render(facts)
     except TemplateSyntaxError as exc:
         raise InvalidInput(f"{what}: jinja2 syntax error on line {exc.lineno}: "
                            f"{exc.message}") from None

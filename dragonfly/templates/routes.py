@@ -13,7 +13,6 @@ from dragonfly.http.errors import json_response, read_object
 from dragonfly.http.router import ApiRouter
 from dragonfly.templates.model import FORMATS, parse_template
 from dragonfly.templates.registry import TemplateCatalog
-from dragonfly.templates.seed import parse_deploy_options, render_seed
 
 api = ApiRouter()
 
@@ -96,6 +95,8 @@ async def reload_templates(request: web.Request) -> dict[str, Any]:
 async def preview_seed(request: web.Request) -> dict[str, str]:
     """Answers {"meta-data": ..., "user-data": ..., "network-config": ...}, the files'
     text, with a placeholder deployment id and phone-home token ("preview")."""
+    from dragonfly.templates.seed import parse_deploy_options, render_seed  # not at start
+
     ctx = ctx_of(request)
     template = await _catalog(request).get(request.match_info["slug"])
     body = await read_object(request)

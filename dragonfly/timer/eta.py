@@ -10,7 +10,6 @@ on ("from 14 debian-12 deployments on Dell PowerEdge R650").
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +123,8 @@ class Estimator:
 
 
 def _summarise(records: list[DeploymentRecord]) -> _Group:
+    import statistics  # with fractions and decimal: imported when first needed
+
     seconds: dict[str, list[float]] = defaultdict(list)
     rates: dict[str, list[float]] = defaultdict(list)
     for record in records:

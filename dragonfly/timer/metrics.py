@@ -30,25 +30,18 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 from dragonfly.context import AppContext, ctx_of
 from dragonfly.domain.model import State
 from dragonfly.http.errors import error_response
 from dragonfly.http.router import ApiRouter, route_of
 from dragonfly.timer.history import DeploymentHistory, DeploymentRecord
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +179,8 @@ class DeploymentAggregates:
         return self._families
 
     def _make_families(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         durations = HistogramMetricFamily(
             "dragonfly_deployment_duration_seconds",
             "Time from the start of a deployment to its end, by OS template, hardware model "
@@ -274,6 +269,8 @@ class _Families:
 
 
 async def collect(ctx: AppContext, state: MetricsState) -> list[Metric]:
+    from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
     families: list[Metric] = []
     mode = "demo" if ctx.demo else str(ctx.config["server.mode"])
     info = InfoMetricFamily("dragonfly", "This Dragonfly: its version and mode",
@@ -300,6 +297,8 @@ async def collect(ctx: AppContext, state: MetricsState) -> list[Metric]:
 
 
 def _machines(ctx: AppContext) -> list[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     states = ctx.fleet.list_machines(limit=0).states
     machines = GaugeMetricFamily("dragonfly_machines", "Machines by lifecycle state",
                                  labels=("state",))
@@ -329,6 +328,8 @@ async def _deployments(history: DeploymentHistory, state: MetricsState) -> list[
 
 
 def _boot_http(state: MetricsState) -> list[Metric]:
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(
         "dragonfly_boot_http_requests",
         "Requests to the boot and agent HTTP surface (iPXE scripts, discovery kernel and "
@@ -346,6 +347,8 @@ def _counter_of(values: dict[str, Any], key: str) -> float:
 
 
 def _edge(status: dict[str, Any]) -> list[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     services = status.get("services") or {}
     up = GaugeMetricFamily("dragonfly_boot_service_up",
                            "1 when the boot service (dhcp, tftp) is running, else 0",
@@ -390,6 +393,8 @@ def _by_reason(total: float, by_reason: dict[str, Any]) -> list[tuple[str, float
 
 
 def _power(statuses: list[dict[str, Any]]) -> list[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     states: Counter[str] = Counter()
     health: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -430,6 +435,11 @@ def _power(statuses: list[dict[str, Any]]) -> list[Metric]:
 
 async def render(ctx: AppContext, state: MetricsState) -> bytes:
     """The exposition text of one scrape."""
+    # prometheus_client is imported at the first scrape, not at start.
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.platform_collector import PlatformCollector
+    from prometheus_client.process_collector import ProcessCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(await collect(ctx, state)))
     ProcessCollector(registry=registry)  # process_*: CPU, memory, open files (Linux)

@@ -1,11 +1,39 @@
 """DHCP for the boot edge: a pure codec, the proxyDHCP/full-mode responder, and the service
-that binds it to UDP 67 and 4011 on the boot interface."""
+that binds it to UDP 67 and 4011 on the boot interface.
 
-from dragonfly.edge.dhcp.codec import DecodeResult, MessageType, Packet, decode, encode
-from dragonfly.edge.dhcp.leases import FullModeSettings, Lease, LeasePool
-from dragonfly.edge.dhcp.responder import DhcpCounters, ReplyTargets, Responder
-from dragonfly.edge.dhcp.server import DhcpConflict, DhcpPorts, DhcpService
+The names below are loaded on first use: importing one module of the package (``netif``,
+which Wake-on-LAN and the install checks use) must not load the whole DHCP server, which
+the demo never runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dragonfly.edge.dhcp.codec import DecodeResult, MessageType, Packet, decode, encode
+    from dragonfly.edge.dhcp.leases import FullModeSettings, Lease, LeasePool
+    from dragonfly.edge.dhcp.responder import DhcpCounters, ReplyTargets, Responder
+    from dragonfly.edge.dhcp.server import DhcpConflict, DhcpPorts, DhcpService
+
+_HOMES = {
+    "codec": ("DecodeResult", "MessageType", "Packet", "decode", "encode"),
+    "leases": ("FullModeSettings", "Lease", "LeasePool"),
+    "responder": ("DhcpCounters", "ReplyTargets", "Responder"),
+    "server": ("DhcpConflict", "DhcpPorts", "DhcpService"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = ["DecodeResult", "DhcpConflict", "DhcpCounters", "DhcpPorts", "DhcpService",
            "FullModeSettings", "Lease", "LeasePool", "MessageType", "Packet", "ReplyTargets",
            "Responder", "decode", "encode"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
