@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dragonfly.dnsid.rules import parse_rules
 from dragonfly.errors import InvalidInput
 
 DEFAULT_CONFIG_PATH = Path("/etc/dragonfly/dragonfly.toml")
 MODES = ("native", "simple", "tinkerbell", "distributed")
 # Accepted so that a config written today keeps working when these modes arrive; until then
 # install and serve say so and machines are provisioned as in native mode.
-UNBUILT_MODES = ("simple", "distributed")
+UNBUILT_MODES = ("distributed",)
 DHCP_MODES = ("off", "selective", "auto", "full")
 
 
@@ -187,6 +188,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tinkerbell", "namespace", str, "tink-system",
             "Tinkerbell mode: namespace of the Tinkerbell stack, where Dragonfly creates "
             "Hardware, Template and Workflow objects."),
+    Setting("tinkerbell", "power", str, "dragonfly",
+            "Tinkerbell mode: who drives BMC power. dragonfly: Dragonfly's own drivers (IPMI, "
+            "Redfish, Wake-on-LAN), as in every mode. rufio: Tinkerbell's BMC controller owns "
+            "the BMCs: each IPMI or Redfish record becomes a Rufio Machine (its credentials "
+            "in a Secret Dragonfly owns) and each power operation a Rufio Job; power state "
+            "is read from the Machine. Wake-on-LAN and enclosure records keep Dragonfly's "
+            "drivers (Rufio has none for them).",
+            ("dragonfly", "rufio")),
+    Setting("dns", "enabled", bool, True,
+            "Look up the address every booting machine comes from in reverse DNS: a PTR name "
+            "becomes its hostname, the name's TXT records (\"dragonfly:tags=a,b\", "
+            "\"dragonfly:role=x\") its tags and role. In every mode."),
+    Setting("dns", "servers", list, [],
+            "DNS servers (IP addresses) for those look-ups. Empty: the system's "
+            "(/etc/resolv.conf)."),
+    Setting("dns", "timeout_ms", int, 1500,
+            "The most a boot waits for DNS (PTR and TXT together), in milliseconds; on a "
+            "timeout the machine boots with the identity it had."),
+    Setting("dns", "cache_seconds", int, 300,
+            "How long an answer is kept (failures: at most 30 s); 0 asks at every boot."),
+    Setting("dns", "rules", list, [],
+            "Hostname rules: a regular expression (no spaces), then role=NAME and tag=NAME "
+            "words, e.g. \"^web-\\d+$ role=web tag=nginx\". Every matching rule adds its "
+            "tags; the first role wins, after a role from TXT."),
+    Setting("simple", "mirrors", list, [],
+            "Simple mode: the site's repository per OS template or family, as SLUG=URL or "
+            "FAMILY=URL (e.g. debian=http://mirror.example/debian, "
+            "rocky-9=http://mirror.example/rocky/9/BaseOS/x86_64/os/). A deployment's "
+            "mirror option wins; without either, the distribution's own."),
     Setting("metrics", "token", str, "",
             "Bearer token Prometheus must send to scrape /metrics (Authorization: Bearer "
             "<token>). Empty: /metrics is open to every address the panel's allowlist "
@@ -272,6 +302,21 @@ def _validate(values: Mapping[str, Any]) -> None:
             raise InvalidInput(f"{key}: must be at least 1")
     if values["security.token_default_days"] < 0:
         raise InvalidInput("security.token_default_days: cannot be negative")
+    if not 50 <= values["dns.timeout_ms"] <= 30_000:
+        raise InvalidInput("dns.timeout_ms: must be between 50 and 30000")
+    if values["dns.cache_seconds"] < 0:
+        raise InvalidInput("dns.cache_seconds: cannot be negative")
+    for server in values["dns.servers"]:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidInput(f"dns.servers: {server!r} is not an IP address") from None
+    parse_rules(values["dns.rules"])
+    for entry in values["simple.mirrors"]:
+        name, sep, url = entry.partition("=")
+        if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
+            raise InvalidInput(f"simple.mirrors: {entry!r} is not SLUG=URL or FAMILY=URL "
+                               "(an http or https URL)")
 
 
 def config_path_from_env(env: Mapping[str, str] | None = None) -> Path:

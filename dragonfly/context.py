@@ -26,14 +26,17 @@ if TYPE_CHECKING:
     from dragonfly.auth.service import AuthService
     from dragonfly.boot.log import BootLog
     from dragonfly.config import Config
+    from dragonfly.dnsid.service import DnsIdentity
     from dragonfly.domain.events import EventHub
     from dragonfly.domain.fleet import Fleet
     from dragonfly.domain.model import Machine, Workflow
     from dragonfly.images import ImageStore
     from dragonfly.power import PowerControl
+    from dragonfly.simple.engine import SimpleInstaller
     from dragonfly.store import Store
     from dragonfly.templates.registry import TemplateCatalog
     from dragonfly.timer.history import DeploymentHistory
+    from dragonfly.tinkerbell.backend import TinkerbellBackend
     from dragonfly.workflow.engine import DeploymentEngine
 
 
@@ -79,12 +82,15 @@ class AppContext:
     services: list[Service] = field(default_factory=list)
     runner: WorkflowRunner | None = None
     deployments: DeploymentEngine | None = None  # the native engine (also the runner)
+    tinkerbell: TinkerbellBackend | None = None  # Tinkerbell mode's runner
     bootlog: BootLog | None = None  # the boot doctor; None where nothing boots
     edge: BootEdgeView | None = None  # DHCP and TFTP; None where there are none
     auth: AuthService | None = None  # create_app makes one when the composition gave none
     commands: AgentCommands = field(default_factory=AgentCommands)
     agent_settings: AgentSettings = field(default_factory=AgentSettings)
     resolve_name: ResolveName = machine_name
+    # DNS-driven identity (name, tags, role from PTR/TXT and hostname rules); None: off.
+    identity: DnsIdentity | None = None
     # Wave 2: the image store and power control plug in here.
     images: ImageStore | None = None
     # OS templates: built-in, files in <state dir>/templates, stored (dragonfly.templates).
@@ -92,6 +98,8 @@ class AppContext:
     power: PowerControl | None = None
     # The deployment timer: finished deployments, learned ETAs, the dashboard's figures.
     timer: DeploymentHistory | None = None
+    # Simple mode: installs with the distribution's own installer (dragonfly.simple).
+    simple: SimpleInstaller | None = None
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     router: ApiRouter = field(default_factory=ApiRouter)

@@ -16,6 +16,7 @@ import pytest
 
 from dragonfly.auth import guard
 from dragonfly.boot.log import BootLog
+from dragonfly.demo import tinkerbell
 from dragonfly.demo.simulator import MAX_MACHINES, MIN_MACHINES, Simulator
 from dragonfly.domain import catalog
 from dragonfly.domain.fleet import HISTORY, MACHINE, WORKFLOW, Fleet
@@ -242,8 +243,8 @@ def test_tinkerbell_workflows_keep_appearing(two_hours: Trace) -> None:
 # --- a Tinkerbell workflow up close ---------------------------------------------------------
 
 async def test_a_tinkerbell_workflow_shows_its_actions_progressing() -> None:
-    names = [name for name, _, _ in catalog.TINKERBELL_ACTIONS]
-    images = [image for _, image, _ in catalog.TINKERBELL_ACTIONS]
+    # The demo's Tinkerbell deployments carry the actions the real backend's translation
+    # makes for their template (dragonfly.tinkerbell.translate).
     async with Harness(seed=5) as harness:
         fleet, sim = harness.fleet, harness.sim
         flow: Workflow | None = None
@@ -255,8 +256,11 @@ async def test_a_tinkerbell_workflow_shows_its_actions_progressing() -> None:
                 break
         assert flow is not None, "the simulator never started a Tinkerbell workflow"
         sim._doomed.pop(flow.id, None)  # see it through to the end
-        assert [a["name"] for a in flow.actions] == names
-        assert [a["image"] for a in flow.actions] == images
+        made = tinkerbell.actions_for(catalog.template(flow.template))
+        assert made is not None
+        assert [a["name"] for a in flow.actions] == [n for n, _, _ in made] == [
+            "stream-image", "write-seed", "boot-os"]
+        assert [a["image"] for a in flow.actions] == [i for _, i, _ in made]
 
         running_seen: dict[str, list[float]] = {}
         last = -1.0

@@ -1,128 +1,27 @@
 """Tinkerbell mode's cluster check, over real TLS.
 
 A Kubernetes API server cannot run on this machine (no k3s, no kube-apiserver: see
-shared/lab/README.md), so the peer is a stand-in: a real HTTPS server on loopback with a
-certificate signed by a CA made here, answering the one request the check makes the way the
-API server does (200 with a list, 401 for a bad token, 403 without RBAC, 404 without the CRDs).
+shared/lab/README.md), so the peer is a stand-in (tests/kubeapi.py): a real HTTPS server on
+loopback with a certificate signed by a CA made here, answering the request the check makes the
+way the API server does (200 with a list, 401 for a bad token, 403 without RBAC, 404 without
+the CRDs).
 The kubeconfig is the one ``install_tinkerbell.render_kubeconfig`` writes.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import http.server
-import ipaddress
-import json
-import ssl
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dragonfly.config import Config, render_toml
 from dragonfly.ops.kubecheck import ClusterCheck, check_cluster, read_kubeconfig
 from dragonfly.ops.status import collect_status, format_status
-from dragonfly.ops.tinkerbell import render_kubeconfig
 from tests.conftest import free_port
+from tests.kubeapi import NAMESPACE, TOKEN, FakeApi, api_server, kubeconfig, make_ca, pem
 from tests.test_install import FakeRunner
 
-TOKEN = "eyJhbGciOiJSUzI1NiJ9.dragonfly-service-account"
-NAMESPACE = "tink-system"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-@dataclass
-class FakeApi:
-    url: str
-    ca_pem: bytes
-    answer: int = 200
-    seen: list[tuple[str, str]] = field(default_factory=list)
-
-
-@pytest.fixture
-def api_server(tmp_path: Path) -> Iterator[FakeApi]:
-    ca_key, ca = make_ca("k3s-server-ca")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("k3s")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (tmp_path / "srv.pem").write_bytes(pem(cert) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    port = free_port()
-    fake = FakeApi(f"https://127.0.0.1:{port}", pem(ca))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            fake.seen.append((self.path, self.headers.get("Authorization", "")))
-            wanted = f"/apis/tinkerbell.org/v1alpha1/namespaces/{NAMESPACE}/hardware?limit=1"
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                status, body = 401, {"kind": "Status", "reason": "Unauthorized"}
-            elif self.path != wanted:
-                status, body = 404, {"kind": "Status", "reason": "NotFound"}
-            elif fake.answer != 200:
-                status, body = fake.answer, {"kind": "Status", "code": fake.answer}
-            else:
-                status, body = 200, {"kind": "HardwareList", "items": []}
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(tmp_path / "srv.pem")
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def kubeconfig(path: Path, server: str, ca_pem: bytes, token: str = TOKEN) -> Path:
-    path.write_text(render_kubeconfig(server, base64.b64encode(ca_pem).decode(), token,
-                                      NAMESPACE))
-    return path
+__all__ = ["api_server"]  # the stand-in's fixture, shared with tests/test_tinkerbell*.py
 
 
 def test_reads_what_install_writes(tmp_path: Path) -> None:

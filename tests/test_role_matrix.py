@@ -95,6 +95,8 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("POST", "/api/agent/workflows/{id}/actions/{index}"): "agent",
     ("GET", "/api/agent/workflows/{id}/seed/{name}"): "agent",
     ("POST", "/api/phone-home/{id}/{token}"): "agent",
+    ("GET", "/api/tinkerbell/seed/{id}/{token}/{name}"): "agent",
+    ("POST", "/api/tinkerbell/phone-home/{id}/{token}"): "agent",
     ("POST", "/api/workflows/{id}/abort"): "admin",
     # the image store: agents fetch images (boot networks); admins remove and re-verify
     ("GET", "/images/{digest}"): "agent",
@@ -108,6 +110,20 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("DELETE", "/api/templates/{slug}"): "admin",
     ("POST", "/api/templates/reload"): "admin",
     ("POST", "/api/templates/{slug}/preview"): "admin",
+    # Simple mode's answer files: readers see the templates, users preview what a machine
+    # would be served, admins override them
+    ("GET", "/api/simple/answers/{slug}"): "read",
+    ("PUT", "/api/simple/answers/{slug}/override"): "admin",
+    ("DELETE", "/api/simple/answers/{slug}/override"): "admin",
+    ("POST", "/api/simple/answers/{slug}/preview"): "user",
+    ("GET", "/api/simple/installers"): "read",
+    ("POST", "/api/simple/installers/{slug}/import"): "admin",  # reads a path on the server
+    # what a machine's installer fetches and reports: boot networks, the token is the key
+    ("GET", "/simple/answers/{mac}/{token}/{file}"): "agent",
+    ("GET", "/simple/progress/{mac}/{token}/stage/{stage}"): "agent",
+    ("POST", "/simple/progress/{mac}/{token}/stage/{stage}"): "agent",
+    ("GET", "/simple/progress/{mac}/{token}/{event}"): "agent",
+    ("POST", "/simple/progress/{mac}/{token}/{event}"): "agent",
     # power: reading state is for readers; BMC records (addresses, users) and every action
     # are for admins, actions guarded by safety mode and locks
     ("GET", "/api/power/drivers"): "read",
@@ -235,7 +251,7 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = [world.doomed_machine if method == "DELETE"
                             and path == "/api/machines/{id}" else world.machine]
         elif name == "id" and path.startswith(("/api/workflows/", "/api/agent/workflows/",
-                                               "/api/phone-home/")):
+                                               "/api/phone-home/", "/api/tinkerbell/")):
             values[name] = [world.workflow]
         elif name == "index":
             values[name] = ["1"]
@@ -261,6 +277,10 @@ def concrete_paths(world: World, path: str, method: str, op: dict[str, Any]
             values[name] = ["shelf-0"]
         elif name == "adoption":
             values[name] = ["0" * 12]
+        elif name == "file" and path.startswith("/simple/answers/"):
+            values[name] = ["preseed.cfg"]
+        elif name == "stage":
+            values[name] = ["partitioning"]
         else:
             pytest.fail(f"the role matrix cannot fill {{{name}}} in {method} {path}: teach "
                         "concrete_paths() a real value for it")
@@ -428,10 +448,11 @@ async def test_matrix_before_setup(aiohttp_client: Any) -> None:
 
 
 PAGES = ["/", "/machines", "/tags", "/docs", "/account", "/account/tokens", "/admin/users",
-         "/admin/audit", "/admin/security", "/enclosures"]
+         "/admin/audit", "/admin/security", "/enclosures", "/tinkerbell"]
 PAGE_ACCESS = {"/": "read", "/machines": "read", "/tags": "read", "/docs": "public",
                "/account": "user", "/account/tokens": "user", "/admin/users": "admin",
-               "/admin/audit": "admin", "/admin/security": "admin", "/enclosures": "admin"}
+               "/admin/audit": "admin", "/admin/security": "admin", "/enclosures": "admin",
+               "/tinkerbell": "read"}
 
 
 async def test_pages_by_role(aiohttp_client: Any) -> None:

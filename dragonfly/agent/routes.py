@@ -59,6 +59,12 @@ async def agent_checkin(request: web.Request) -> dict[str, Any]:
     report = checkin.parse_report(await read_json(request, MAX_REPORT_BYTES))
     answer = await checkin.handle_checkin(ctx.fleet, report, request.remote, ctx.resolve_name,
                                           poll_seconds=ctx.poll_seconds, commands=ctx.commands)
+    if ctx.identity is not None:
+        # A machine first seen at this check-in had no record when it fetched its iPXE
+        # script: its DNS identity is read now (answers are cached, so usually free).
+        machine = ctx.fleet.lookup(answer["machine_id"])
+        if machine is not None:
+            await ctx.identity.refresh(ctx.fleet, machine, request.remote)
     if ctx.bootlog is not None:
         ctx.bootlog.record(report.boot_mac, "checkin",
                            {"machine_id": answer["machine_id"], "ip": request.remote,

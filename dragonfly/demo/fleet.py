@@ -107,13 +107,13 @@ STAGE_FAILURES: dict[str, tuple[str, ...]] = {
         "stream-image (image2disk): write /dev/nvme0n1: input/output error; the drive "
         "logged media errors",
     ),
-    "write-netplan": (
-        "write-netplan (writefile): mount /dev/sda2: unknown filesystem type 'LVM2_member'; "
-        "the template's DEST_DISK points at the wrong partition",
+    "write-seed": (
+        "write-seed (writefile): mount /dev/disk/by-label/cloudimg-rootfs: no such device; "
+        "the image's root filesystem has another label than the template's root_label",
     ),
-    "kexec-into-os": (
-        "kexec-into-os (kexec): no phone-home within 10 minutes of the kexec; the console "
-        "shows a kernel panic (VFS: unable to mount root fs)",
+    "boot-os": (
+        "boot-os (kexec): no phone-home within 10 minutes of the kexec; the console shows a "
+        "kernel panic (VFS: unable to mount root fs)",
     ),
 }
 

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from dragonfly.demo import tinkerbell
 from dragonfly.demo.fleet import STAGE_FAILURES
 from dragonfly.domain import catalog
 from dragonfly.domain.fleet import Fleet
@@ -52,10 +53,10 @@ NEVER_DEPLOYED = (State.DISCOVERED,)
 # The simulator's stages (native) and actions (Tinkerbell), with their shares of the time.
 STAGES: dict[str, list[tuple[str, float]]] = {
     "native": list(catalog.NATIVE_STAGES),
-    "tinkerbell": [(name, share) for name, _, share in catalog.TINKERBELL_ACTIONS],
+    "tinkerbell": tinkerbell.STEPS,
 }
 STREAMS = ("stream image", "stream-image")  # the stages that write the image's bytes
-REBOOTS = ("boot deployment environment", "reboot into OS", "kexec-into-os")
+REBOOTS = ("boot deployment environment", "reboot into OS", "boot-os")
 
 
 def template_factor(image_bytes: int) -> float:
@@ -90,8 +91,7 @@ class DemoHistory:
         if self.history is None:
             return
         records = self.records(self.clock())
-        for record in records:
-            await self.history.add(record)
+        await self.history.add(*records)
         log.info("demo: backfilled %d deployments", len(records))
 
     async def stop(self) -> None:
@@ -148,6 +148,8 @@ class DemoHistory:
         else:
             template = rng.choice(catalog.TEMPLATES)
         engine = "tinkerbell" if rng.random() < TINKERBELL_SHARE else "native"
+        if engine == "tinkerbell" and template.slug not in tinkerbell.TEMPLATES:
+            engine = "native"  # as the backend: Tinkerbell cannot run that template
         fails = rng.random() < FAIL_CHANCE
         reason = ""
         if final and machine.state is State.INSTALLED:

@@ -27,6 +27,7 @@ from typing import Any
 from dragonfly.agent.checkin import POLL_DEFAULT, AgentCommands, Heartbeat, handle_heartbeat
 from dragonfly.auth import guard
 from dragonfly.boot.log import BootLog
+from dragonfly.demo import tinkerbell
 from dragonfly.demo.bootedge import DemoBootEdge
 from dragonfly.demo.fleet import (
     FAILURES,
@@ -145,7 +146,10 @@ class Simulator:
                 machine.state = State.READY
                 await self.fleet.add_machine(machine, "Adopted into the fleet")
                 engine = "tinkerbell" if self._index % 2 == 0 else "native"
-                await self.start_deployment(machine, "deploy", self._pick_template(), "demo",
+                template = self._pick_template()
+                if engine == "tinkerbell" and template not in tinkerbell.TEMPLATES:
+                    template = self.rng.choice(tinkerbell.TEMPLATES)
+                await self.start_deployment(machine, "deploy", template, "demo",
                                             engine=engine,
                                             head_start=self.rng.uniform(0.05, 0.6))
                 continue
@@ -188,11 +192,14 @@ class Simulator:
                                actor: str, options: dict[str, Any] | None = None,
                                engine: str = "native", head_start: float = 0.0) -> Workflow:
         tpl = catalog.template(template)
+        tinkerbell_actions = tinkerbell.actions_for(tpl) if engine == "tinkerbell" else None
+        if tinkerbell_actions is None:
+            engine = "native"  # as the backend: a template Tinkerbell cannot run is refused
         now = self.clock()
         workflow = Workflow(id=self.fleet.new_workflow_id(machine.id), machine_id=machine.id,
                             template=tpl.slug, engine=engine, state=WorkflowState.RUNNING,
                             bytes_total=tpl.image_bytes, started_at=now, created_at=now)
-        stages = (catalog.TINKERBELL_ACTIONS if engine == "tinkerbell"
+        stages = (tinkerbell_actions if tinkerbell_actions is not None
                   else [(name, "", share) for name, share in catalog.NATIVE_STAGES])
         workflow.actions = [{"name": name, "image": image, "share": share, "state": "pending",
                              "progress": 0.0, "started_at": None, "finished_at": None}
@@ -413,6 +420,8 @@ class Simulator:
                 and self.rng.random() < 0.6)
         template = machine.os if keep else self._pick_template()
         engine = "tinkerbell" if self.rng.random() < TINKERBELL_SHARE else "native"
+        if engine == "tinkerbell" and template not in tinkerbell.TEMPLATES:
+            template = self.rng.choice(tinkerbell.TEMPLATES)
         await self._attempt(self.start_deployment(machine, action, template, "demo",
                                                   engine=engine))
 

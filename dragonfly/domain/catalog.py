@@ -12,8 +12,7 @@ from dragonfly.errors import InvalidInput
 from dragonfly.templates.catalog import BUILTIN, BUILTIN_BY_SLUG
 from dragonfly.templates.model import OsTemplate
 
-__all__ = ["NATIVE_STAGES", "TEMPLATES", "TEMPLATES_BY_SLUG", "TINKERBELL_ACTIONS",
-           "OsTemplate", "template"]
+__all__ = ["NATIVE_STAGES", "TEMPLATES", "TEMPLATES_BY_SLUG", "OsTemplate", "template"]
 
 TEMPLATES: tuple[OsTemplate, ...] = BUILTIN
 TEMPLATES_BY_SLUG: dict[str, OsTemplate] = BUILTIN_BY_SLUG
@@ -28,14 +27,7 @@ NATIVE_STAGES: tuple[tuple[str, float], ...] = (
     ("reboot into OS", 0.10),
 )
 
-# Tinkerbell template actions (the names Tinkerbell's hub actions use).
-TINKERBELL_ACTIONS: tuple[tuple[str, str, float], ...] = (
-    ("stream-image", "quay.io/tinkerbell/actions/image2disk:latest", 0.70),
-    ("write-netplan", "quay.io/tinkerbell/actions/writefile:latest", 0.05),
-    ("add-cloud-init", "quay.io/tinkerbell/actions/writefile:latest", 0.05),
-    ("grow-partition", "quay.io/tinkerbell/actions/cexec:latest", 0.05),
-    ("kexec-into-os", "quay.io/tinkerbell/actions/kexec:latest", 0.15),
-)
+# Tinkerbell deployments' actions come from dragonfly.tinkerbell.translate (the demo's too).
 
 
 def template(slug: object) -> OsTemplate:

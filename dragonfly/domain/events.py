@@ -21,7 +21,7 @@ from dragonfly.store import Change, Store, Watch
 
 # Only what every reader may see. Never users, sessions, tokens, audit, settings or setup.
 STREAM_KINDS = (MACHINE, WORKFLOW, HISTORY, BOOT, "lock", "safety", "boot_edge", IMAGE,
-                DOWNLOAD, POWER)
+                DOWNLOAD, POWER, "tinkerbell_cluster")
 HEARTBEAT_SECONDS = 15.0
 
 

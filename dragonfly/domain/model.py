@@ -176,6 +176,9 @@ class Machine:
     virtualization: str = ""
     tags: list[str] = field(default_factory=list)
     role: str = ""
+    # Where the name, tags and role came from when DNS or a hostname rule gave them, and the
+    # last look-up (dragonfly.dnsid): shown on the machine page.
+    identity: dict[str, Any] = field(default_factory=dict)
     os: str = ""
     power: str = "unknown"
     state_reason: str = ""

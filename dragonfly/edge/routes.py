@@ -149,8 +149,17 @@ async def boot_script(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     mac = checkin.parse_mac(request.match_info["mac"], "the MAC in the URL")
     machine = ctx.fleet.find_machine([mac])
+    if machine is not None and ctx.identity is not None:
+        # Every boot re-reads the machine's name, tags and role from DNS (bounded wait).
+        machine = await ctx.identity.refresh(ctx.fleet, machine, request.remote)
     workflow = ctx.fleet.active_workflow_of(machine) if machine is not None else None
-    script = ipxe_script(machine, workflow, mac, base_url(request, ctx.config))
+    base = base_url(request, ctx.config)
+    script = None
+    if machine is not None and workflow is not None and ctx.simple is not None:
+        # Simple mode: the distribution's installer, until it says it is done.
+        script = await ctx.simple.boot_script(machine, workflow, base)
+    if script is None:
+        script = ipxe_script(machine, workflow, mac, base)
     _record(ctx, mac, "ipxe_script", {"machine_id": machine.id if machine else None,
                                       "state": machine.state.value if machine else None,
                                       "ip": request.remote})

@@ -155,6 +155,7 @@ class Status:
     services: list[ServiceCheck] = field(default_factory=list)
     machines: dict[str, int] = field(default_factory=dict)
     cluster: str = ""  # Tinkerbell mode: whether Dragonfly reaches its cluster
+    backend: str = ""  # Tinkerbell mode: what the running server's backend last saw
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -183,6 +184,21 @@ def machine_counts(state_dir: Path) -> dict[str, int]:
         return dict(Counter(str(doc.data.get("state")) for doc in docs))
 
     return asyncio.run(count())
+
+
+def backend_state(state_dir: Path) -> dict[str, Any] | None:
+    """Tinkerbell mode: the cluster state the running server's backend last stored (it
+    cannot be asked: status reads, it never calls the server's API with credentials)."""
+    async def read() -> dict[str, Any] | None:
+        store = open_store(state_dir, readonly=True)
+        await store.open()
+        try:
+            doc = await store.get("tinkerbell_cluster", "state")
+        finally:
+            await store.close()
+        return dict(doc.data) if doc is not None else None
+
+    return asyncio.run(read())
 
 
 def fetch_version(url: str) -> str:
@@ -248,6 +264,17 @@ def collect_status(config_path: Path, *, root: Path = Path("/"), proc: Path = Pa
                 status.problems.append(f"Tinkerbell cluster: {reach.detail}")
         else:
             status.cluster = "not checked (--root: the cluster is that system's)"
+        if db_path.exists():
+            try:
+                seen = backend_state(state_dir)
+            except sqlite3.Error:
+                seen = None
+            if seen is None:
+                status.backend = "no state stored yet (has the service started?)"
+            else:
+                status.backend = f"{seen.get('state')}: {seen.get('message')}"
+                if seen.get("state") != "ok":
+                    status.problems.append(f"Tinkerbell backend: {seen.get('message')}")
     if not status.binary:
         status.problems.append(f"{BINARY} is missing: re-run `sudo dragonfly install`")
     if not status.unit:
@@ -272,6 +299,8 @@ def format_status(status: Status) -> str:
              f"  state:     {status.state_dir}"]
     if status.cluster:
         lines.append(f"  cluster:   {status.cluster}")
+    if status.backend:
+        lines.append(f"  backend:   {status.backend}")
     lines.append("  listening:")
     for check in status.services:
         where = "; ".join(check.listeners) if check.listeners else "nothing listening"

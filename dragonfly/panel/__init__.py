@@ -24,18 +24,18 @@ from dragonfly.panel.pages import (
     tags_page,
     templates_page,
 )
-from dragonfly.panel.render import PANEL_ENV, environment
 
 
 def add_panel_routes(app: web.Application) -> None:
     # Late: its page declaration comes from the access-control middleware, which imports
     # this package's renderer.
     from dragonfly.panel.power import enclosures_page
+    from dragonfly.panel.tinkerbell import tinkerbell_page
 
-    app[PANEL_ENV] = environment()
     app.router.add_get("/", dashboard)
     app.router.add_get("/machines", machines_page)
     app.router.add_get("/enclosures", enclosures_page)
+    app.router.add_get("/tinkerbell", tinkerbell_page)
     app.router.add_get("/machines/{id}", machine_page)
     app.router.add_get("/tags", tags_page)
     app.router.add_get("/templates", templates_page)

@@ -32,6 +32,7 @@ from dragonfly.edge.routes import boot_edge_status, machine_timelines, recent_bo
 from dragonfly.errors import NotFound
 from dragonfly.panel.render import DOC_PAGES, render
 from dragonfly.resources import static_assets
+from dragonfly.simple.render import ANSWER_FILES, KINDS
 
 # Actions whose confirmation asks the operator to type the machine's name (they wipe a disk
 # that holds an installed OS).
@@ -178,7 +179,7 @@ async def machine_page(request: web.Request) -> web.Response:
                   type_to_confirm=TYPE_TO_CONFIRM, lock=lock, destructive=GUARDED_ACTIONS,
                   boot_enabled=ctx.bootlog is not None, boot_macs=boot_macs,
                   agent=agent, agent_commands=AGENT_COMMANDS, no_agent_states=NO_AGENT_STATES,
-                  enclosures=enclosures,
+                  enclosures=enclosures, answer_templates=await answer_templates(ctx),
                   page_data={"page": "machine", "machine": summary(machine),
                              "agent": agent, "no_agent_states": list(NO_AGENT_STATES),
                              "agent_commands": {c: {"label": label, "help": help_}
@@ -192,6 +193,14 @@ async def machine_page(request: web.Request) -> web.Response:
                              "boot_enabled": ctx.bootlog is not None, "boot_macs": boot_macs,
                              "boot_expect": BOOT_EXPECT, "now": time.time()},
                   page_title=f"{machine.name} · Dragonfly")
+
+
+async def answer_templates(ctx: AppContext) -> list[dict[str, str]]:
+    """The OS templates Simple mode has an answer file for (the machine page's preview)."""
+    if ctx.templates is None:
+        return []
+    return [{"slug": t.slug, "name": t.name, "kind": KINDS[t.family]}
+            for t in await ctx.templates.list() if t.family in ANSWER_FILES]
 
 
 def machine_names(ctx: AppContext, ids: list[str]) -> dict[str, str]:

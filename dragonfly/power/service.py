@@ -161,7 +161,8 @@ class PowerService:
 
     def drivers(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "supports": sorted(s.supports), "summary": s.summary}
-                for s in sorted(self.registry.specs.values(), key=lambda s: s.name)]
+                for s in sorted(self.registry.specs.values(), key=lambda s: s.name)
+                if s.name in self.registry.names]
 
     def records(self) -> dict[str, BmcRecord]:
         """Every machine's record (a copy of the mapping)."""
@@ -219,7 +220,7 @@ class PowerService:
         driver = self._drivers.get(machine)
         if driver is not None:
             return driver.supports
-        spec = self.registry.specs.get(record.driver)
+        spec = self.registry.spec_for(record)
         return spec.supports if spec else frozenset()
 
     # --- operations -----------------------------------------------------------------------

@@ -93,6 +93,11 @@ def validate_options(raw: object, machine: Machine) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidInput("deploy options must be a JSON object")
+    if "method" in raw:  # the panel names the method; this engine is the image's
+        if raw["method"] != "image":
+            raise InvalidInput("this engine installs images (method image); the "
+                               "distribution installer is Simple mode's")
+        raw = {k: v for k, v in raw.items() if k != "method"}
     seed = parse_deploy_options(raw, others=("disk",))
     disk = raw.get("disk", "")
     if not isinstance(disk, str) or (disk and not _DISK.match(disk)):
@@ -156,7 +161,7 @@ class DeploymentEngine:
     def _mine(self) -> list[Workflow]:
         """Active workflows this engine runs (the ones with its action list)."""
         return [wf for wf in self.fleet.active_workflows()
-                if wf.action("prepare-image") is not None]
+                if wf.engine == "native" and wf.action("prepare-image") is not None]
 
     def _lock(self, workflow_id: str) -> asyncio.Lock:
         return self._locks.setdefault(workflow_id, asyncio.Lock())

@@ -3,7 +3,7 @@ the installed OS's one-time phone-home, and the operator's abort."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -13,7 +13,9 @@ from dragonfly.edge.routes import base_url
 from dragonfly.errors import InvalidInput, Unavailable
 from dragonfly.http.errors import read_object
 from dragonfly.http.router import ApiRouter
-from dragonfly.workflow.engine import DeploymentEngine
+
+if TYPE_CHECKING:  # the engine is the server's (ctx.deployments): the demo runs none
+    from dragonfly.workflow.engine import DeploymentEngine
 
 api = ApiRouter()
 
@@ -78,5 +80,13 @@ async def phone_home(request: web.Request) -> dict[str, Any]:
 async def abort_workflow(request: web.Request) -> dict[str, Any]:
     if request.can_read_body:
         await read_object(request)
-    wf = await _engine(request).abort(request.match_info["id"], caller_of(request).actor)
+    ctx = ctx_of(request)
+    workflow_id, actor = request.match_info["id"], caller_of(request).actor
+    if ctx.tinkerbell is not None and (await ctx.fleet.get_workflow(workflow_id)).engine \
+            == "tinkerbell":
+        return (await ctx.tinkerbell.abort(workflow_id, actor)).to_dict()  # deletes the Workflow
+    if ctx.simple is not None and (await ctx.fleet.get_workflow(workflow_id)).engine \
+            == "simple":
+        return (await ctx.simple.abort(workflow_id, actor)).to_dict()
+    wf = await _engine(request).abort(workflow_id, actor)
     return wf.to_dict()

@@ -20,9 +20,10 @@ import { initSetup } from "./js/setup.js";
 import { initTags } from "./js/tags.js";
 import { initTemplates } from "./js/templates.js";
 import { initTheme } from "./js/theme.js";
+import { initTinkerbell } from "./js/tinkerbell.js";
 
 const PAGES = { dashboard: initDashboard, machines: initMachines, machine: initMachine, tags: initTags, templates: initTemplates,
-  enclosures: initEnclosures };
+  enclosures: initEnclosures, tinkerbell: initTinkerbell };
 
 initTheme();
 initDialogs();

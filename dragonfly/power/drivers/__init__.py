@@ -38,6 +38,9 @@ class DriverSpec:
 class Registry:
     def __init__(self) -> None:
         self.specs: dict[str, DriverSpec] = {}
+        # A record's driver -> the driver that drives it instead (Tinkerbell mode with
+        # tinkerbell.power = rufio sends IPMI and Redfish records to "rufio").
+        self.route: dict[str, str] = {}
 
     def register(self, name: str, supports: frozenset[str], factory: Factory,
                  summary: str) -> None:
@@ -45,11 +48,15 @@ class Registry:
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(self.specs)
+        """What a record may name: a driver others are routed to is not one to choose."""
+        return frozenset(self.specs) - frozenset(self.route.values())
+
+    def spec_for(self, record: BmcRecord) -> DriverSpec | None:
+        return self.specs.get(self.route.get(record.driver, record.driver))
 
     def make(self, record: BmcRecord, env: DriverEnv, boot_interface: str | None = None
              ) -> PowerDriver:
-        spec = self.specs.get(record.driver)
+        spec = self.spec_for(record)
         if spec is None:
             raise PowerError(f"no power driver named {record.driver!r}", "config")
         return spec.factory(record, env, boot_interface)

@@ -14,6 +14,7 @@ export const PAGE_SIZE = PAGE.page_size || 100;
 export const CAN = {
   read: APP.can?.read !== false,
   write: APP.can?.write !== false,
+  admin: APP.can?.admin !== false, // templates.js used it before it was defined here
   action: (a) => APP.can?.actions?.[a] !== false,
 };
 export const PAGE_NAME = document.body.dataset.page;

@@ -8,6 +8,7 @@ import { $ } from "./dom.js";
 import { SAFETY } from "./guards.js";
 import { live } from "./live.js";
 import { initActions } from "./machine/actions.js";
+import { initAnswerPreview } from "./machine/answer.js";
 import { initAgent } from "./machine/agent.js";
 import { initBmc } from "./machine/bmc.js";
 import { initBootTimeline } from "./machine/boot-timeline.js";
@@ -37,6 +38,7 @@ export function initMachine() {
   const { id } = ctx;
 
   const agent = initAgent(ctx);
+  initAnswerPreview(ctx);
   const { applyGuards, applyLock } = initGuards(ctx, agent.render);
   const { showWorkflow, loadWorkflow } = initWorkflow(ctx);
   const renderTags = initLabels(ctx);

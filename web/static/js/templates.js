@@ -1,5 +1,6 @@
 // The templates page: OS templates (built-in, file, API) and the images in the image store.
 
+import { ANSWER_FAMILIES, editAnswerFile } from "./answer-files.js";
 import { api } from "./api.js";
 import { CAN } from "./data.js";
 import { modal } from "./dialogs.js";
@@ -20,9 +21,13 @@ const templateRow = (t) => h("tr", { "data-slug": t.slug },
   h("td", { class: "small" }, checksumOf(t)),
   h("td", { class: "small" }, rootOf(t)),
   h("td", { class: "small" }, t.source === "file" ? h("span", { title: t.source_path }, "file") : t.source),
-  h("td", { class: "col-actions" }, CAN.admin && !t.read_only
-    ? h("button", { type: "button", class: "btn btn-sm btn-ghost danger-text", "data-delete": t.slug, "aria-label": `Delete template ${t.slug}` },
-      icon("trash"), h("span", { class: "btn-label" }, "Delete")) : null));
+  h("td", { class: "col-actions" },
+    CAN.admin && ANSWER_FAMILIES.includes(t.family)
+      ? h("button", { type: "button", class: "btn btn-sm btn-ghost", "data-answer": t.slug, "aria-label": `Answer file of ${t.slug}` },
+        icon("layers"), h("span", { class: "btn-label" }, "Answer file")) : null,
+    CAN.admin && !t.read_only
+      ? h("button", { type: "button", class: "btn btn-sm btn-ghost danger-text", "data-delete": t.slug, "aria-label": `Delete template ${t.slug}` },
+        icon("trash"), h("span", { class: "btn-label" }, "Delete")) : null));
 
 const imageRow = (i) => h("tr", { "data-digest": i.digest },
   h("td", {}, h("div", { class: "mono small", title: i.digest }, `${i.digest.slice(0, 16)}…`),
@@ -93,6 +98,8 @@ export function initTemplates() {
 
   $("#new-template")?.addEventListener("click", () => newTemplate(reload));
   $("#template-rows").addEventListener("click", async (e) => {
+    const answer = e.target.closest("[data-answer]");
+    if (answer) { editAnswerFile(answer.dataset.answer); return; }
     const button = e.target.closest("[data-delete]");
     if (!button) return;
     const slug = button.dataset.delete;

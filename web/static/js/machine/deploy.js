@@ -27,11 +27,28 @@ const diskSelect = (machine) => h("select", { id: "deploy-disk", name: "disk" },
     value: d.serial ? `serial:${d.serial}` : `/dev/${d.name}`,
   }, `/dev/${d.name} · ${fmt.bytes(d.size_bytes)}${d.model ? ` · ${d.model}` : ""}${d.serial ? ` · ${d.serial}` : ""}`)));
 
+// How the OS is installed: the image (Dragonfly's agent writes it) or the distribution's own
+// installer with a generated answer file (Simple mode); the server's mode is the default.
+const methodSelect = () => {
+  const select = h("select", { id: "deploy-method", name: "method" },
+    h("option", { value: "image" }, "Image: Dragonfly's agent writes the OS image"),
+    h("option", { value: "installer" }, "Distribution installer: preseed, autoinstall or kickstart (Simple mode)"));
+  select.value = APP.mode === "simple" ? "installer" : "image";
+  return select;
+};
+
 /** The options the form holds, as the API takes them. */
 const optionsOf = (form) => {
   const keys = form.elements.ssh_keys.value.split("\n").map((k) => k.trim()).filter(Boolean);
-  const options = { hostname: form.elements.hostname.value.trim(), ssh_keys: keys,
-    disk: form.elements.disk.value };
+  const method = form.elements.method.value;
+  const disk = form.elements.disk.value;
+  if (method === "installer") {
+    // The installer takes a device path; user-data is the image's (cloud-init) only.
+    const options = { method, hostname: form.elements.hostname.value.trim(), ssh_keys: keys };
+    if (disk.startsWith("/dev/")) options.disk = disk;
+    return options;
+  }
+  const options = { method, hostname: form.elements.hostname.value.trim(), ssh_keys: keys, disk };
   const userData = form.elements.user_data.value;
   if (userData.trim()) options.user_data = userData;
   return options;
@@ -48,6 +65,8 @@ export async function deployDialog(ctx, action, requireText, post) {
       ? "Installs the chosen OS. Everything on the target disk is overwritten."
       : "Wipes the target disk and installs the chosen OS again. Its current OS and data are lost."),
     field("deploy-template", action === "deploy" ? "OS template" : "OS template to install", templateSelect(machine)),
+    field("deploy-method", "Install with", methodSelect(),
+      "The distribution installer needs its kernel and initrd in the image store (see the README's Simple mode)."),
     field("deploy-disk", "Target disk", diskSelect(machine)),
     field("deploy-hostname", "Hostname", h("input", { id: "deploy-hostname", name: "hostname", value: machine.name,
       maxlength: "63", autocomplete: "off", spellcheck: "false" })),

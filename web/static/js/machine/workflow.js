@@ -51,7 +51,7 @@ const buildWorkflow = (wf) => h("div", {},
           h("span", { class: "step-state" }, stepState(a, wf)), h("span", { class: "step-time num muted small" }, stepTime(a))),
         h("div", { class: "step-note muted small" }, stepNote(a)),
         a.image ? h("div", { class: "step-image mono faint" }, a.image) : null,
-        h("details", { class: "step-log", hidden: !a.log }, h("summary", { class: "small" }, "Agent log"),
+        h("details", { class: "step-log", hidden: !a.log }, h("summary", { class: "small" }, wf.engine === "simple" ? "Installer stages" : "Agent log"),
           h("pre", { class: "mono small" }, a.log || "")))))),
   h("div", { class: "wf-tools", "data-field": "tools", hidden: true },
     h("button", { type: "button", class: "btn btn-ghost", "data-abort": "" }, icon("x-circle"), "Abort deployment")));
@@ -91,7 +91,7 @@ const renderWorkflow = (wf, rebuild = false) => {
   installed.hidden = !(wf.installed && wf.installed.at);
   if (!installed.hidden) installed.replaceChildren(installedFacts(wf.installed));
   // Only the engine's deployments (they have a prepare-image step) can be aborted from here.
-  byData(box, "field", "tools").hidden = !(wf.state === "running" && wf.actions.some((a) => a.name === "prepare-image"));
+  byData(box, "field", "tools").hidden = !(wf.state === "running" && wf.actions.some((a) => a.name === "prepare-image" || a.name === "prepare-installer"));
   const error = byData(box, "field", "error");
   error.hidden = !wf.error;
   setText(error.querySelector("p"), wf.error || "");
