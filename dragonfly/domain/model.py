@@ -276,6 +276,17 @@ class Workflow:
     def action(self, name: str) -> dict[str, Any] | None:
         return next((a for a in self.actions if a.get("name") == name), None)
 
+    def mark_failed(self, step: str, label: str, reason: str, now: float) -> None:
+        """Failed at ``step`` (shown as ``label``) for ``reason``: that action and any still
+        running end failed, and the reason is the workflow's error. Every engine fails alike."""
+        for action in self.actions:
+            if action["name"] == step or action["state"] == "running":
+                action.update(state="failed", finished_at=action.get("finished_at") or now)
+                if action["name"] == step:
+                    action["message"] = reason
+        self.state, self.finished_at, self.eta_seconds = WorkflowState.FAILED, now, None
+        self.error, self.failed_action, self.stage = f"{label}: {reason}", step, label
+
 
 _WORKFLOW_FIELDS = set(Workflow.__dataclass_fields__)
 

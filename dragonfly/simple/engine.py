@@ -375,15 +375,7 @@ class SimpleInstaller:
             wf = await self._load(workflow_id)
             if not wf.active:
                 return wf
-            now = self.clock()
-            for action in wf.actions:
-                if action["name"] == step or action["state"] == "running":
-                    action.update(state="failed", finished_at=now)
-                    if action["name"] == step:
-                        action["message"] = reason
-            wf.state, wf.finished_at, wf.eta_seconds = WorkflowState.FAILED, now, None
-            wf.error = f"{LABELS.get(step, step)}: {reason}"
-            wf.failed_action = step
+            wf.mark_failed(step, LABELS.get(step, step), reason, self.clock())
             await self.fleet.save_workflow(wf)
             machine = self.fleet.get_machine(wf.machine_id)
             if machine.state is State.DEPLOYING and machine.workflow_id == wf.id:

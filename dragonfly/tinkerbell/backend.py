@@ -525,16 +525,9 @@ class TinkerbellBackend:
             wf = await self._load(workflow_id)
             if not wf.active:
                 return wf
-            now = self.clock()
-            label = action_name
-            for action in wf.actions:
-                if action["name"] == action_name or action["state"] == "running":
-                    action.update(state="failed", finished_at=action.get("finished_at") or now)
-                    if action["name"] == action_name:
-                        action["message"] = reason
-                        label = str(action.get("label") or action_name)
-            wf.state, wf.finished_at, wf.eta_seconds = WorkflowState.FAILED, now, None
-            wf.error, wf.failed_action, wf.stage = f"{label}: {reason}", action_name, label
+            failed = wf.action(action_name) or {}
+            label = str(failed.get("label") or action_name)
+            wf.mark_failed(action_name, label, reason, self.clock())
             await self.fleet.save_workflow(wf)
             machine = self.fleet.get_machine(wf.machine_id)
             if machine.state is State.DEPLOYING and machine.workflow_id == wf.id:

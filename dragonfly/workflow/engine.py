@@ -370,18 +370,9 @@ class DeploymentEngine:
             wf = await self._load(workflow_id)
             if not wf.active:
                 return wf
-            now = self.clock()
             label = plan.STEP_BY_NAME[action_name].label if action_name in plan.STEP_BY_NAME \
                 else action_name
-            for action in wf.actions:
-                if action["name"] == action_name or action["state"] == "running":
-                    action.update(state="failed", finished_at=now)
-                    if action["name"] == action_name:
-                        action["message"] = reason
-            wf.state, wf.finished_at, wf.eta_seconds = WorkflowState.FAILED, now, None
-            wf.error = f"{label}: {reason}"
-            wf.failed_action = action_name
-            wf.stage = label
+            wf.mark_failed(action_name, label, reason, self.clock())
             await self.fleet.save_workflow(wf)
             machine = self.fleet.get_machine(wf.machine_id)
             if machine.state is State.DEPLOYING and machine.workflow_id == wf.id:
