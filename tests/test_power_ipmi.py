@@ -219,15 +219,23 @@ async def test_power_cycle_is_off_then_on(sim: Sim, env: DriverEnv) -> None:
     assert await bmc.power_state() == "on"
 
 
-async def test_one_command_at_a_time_per_bmc(sim: Sim, env: DriverEnv) -> None:
-    sim.reset()
-    bmc = IpmiDriver("127.0.0.1", sim.port, "admin", PASSWORD, env)
-    other = IpmiDriver("127.0.0.1", sim.port, "admin", PASSWORD, env)  # same BMC, same gate
-    started = time.monotonic()
-    states = await asyncio.gather(*(d.power_state() for d in (bmc, other) for _ in range(5)))
-    assert set(states) == {"off"}
-    # Ten commands through one gate with a 0.05 s minimum interval take at least 0.45 s.
-    assert time.monotonic() - started >= 0.45
+async def test_one_command_at_a_time_per_bmc(sim: Sim) -> None:
+    # Each call is a whole session (log in, command, log out) and the tenth waits for the nine
+    # before it, all within one time limit: on a loaded machine pyghmi can take a second or
+    # more per session (BENCHMARKS.md, power polling), so the limit here is generous.
+    env = DriverEnv(timeout=60.0, min_interval=0.05)
+    try:
+        sim.reset()
+        bmc = IpmiDriver("127.0.0.1", sim.port, "admin", PASSWORD, env)
+        other = IpmiDriver("127.0.0.1", sim.port, "admin", PASSWORD, env)  # same BMC and gate
+        started = time.monotonic()
+        states = await asyncio.gather(*(d.power_state() for d in (bmc, other)
+                                        for _ in range(5)))
+        assert set(states) == {"off"}
+        # Ten commands through one gate with a 0.05 s minimum interval take at least 0.45 s.
+        assert time.monotonic() - started >= 0.45
+    finally:
+        await env.close()
 
 
 async def test_wrong_password_says_so(sim: Sim, env: DriverEnv) -> None:

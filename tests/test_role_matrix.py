@@ -124,6 +124,7 @@ CRITICAL: dict[tuple[str, str], str] = {
     ("POST", "/simple/progress/{mac}/{token}/stage/{stage}"): "agent",
     ("GET", "/simple/progress/{mac}/{token}/{event}"): "agent",
     ("POST", "/simple/progress/{mac}/{token}/{event}"): "agent",
+    ("POST", "/simple/proxmox/answer"): "agent",  # Proxmox's installer: no login
     # power: reading state is for readers; BMC records (addresses, users) and every action
     # are for admins, actions guarded by safety mode and locks
     ("GET", "/api/power/drivers"): "read",

@@ -416,6 +416,68 @@ async def test_installer_files_download_verified_by_their_full_path_in_sha256sum
     assert wf.state is WorkflowState.FAILED and "checksum mismatch" in wf.error
 
 
+async def test_rhel_pxeboot_files_are_verified_against_the_trees_treeinfo(
+        world: Any, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rocky/Alma: vmlinuz and initrd.img are checked against the sha256 the tree's
+    .treeinfo lists in [checksums], fetched from the same mirror (a real HTTP server on
+    loopback plays it); a mismatch or a missing line refuses, with the reason."""
+    import hashlib
+
+    client, ctx, _ = world
+    kernel, initrd = b"\x7fvmlinuz" * 1000, b"initrd.img" * 3000
+
+    def treeinfo(kernel_sum: str, with_initrd: bool = True) -> bytes:
+        lines = ["[general]", "family = Rocky Linux", "version = 10", "",
+                 "[checksums]", f"images/pxeboot/vmlinuz = sha256:{kernel_sum}",
+                 f"images/install.img = sha256:{'0' * 64}"]
+        if with_initrd:
+            lines.append(f"images/pxeboot/initrd.img = sha256:"
+                         f"{hashlib.sha256(initrd).hexdigest()}")
+        return ("\n".join(lines) + "\n").encode()
+
+    files = {"/os/.treeinfo": treeinfo(hashlib.sha256(kernel).hexdigest()),
+             "/os/images/pxeboot/vmlinuz": kernel, "/os/images/pxeboot/initrd.img": initrd}
+
+    async def serve(request: web.Request) -> web.Response:
+        body = files.get(request.path)
+        return web.Response(body=body) if body is not None else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    mirror = await aiohttp_server(app)
+    real = installer_for("rocky-10")
+    assert real.files[0].checksum_url == f"{real.repo}.treeinfo"
+    local = dataclasses.replace(real, files=tuple(
+        dataclasses.replace(f, url=f.url.replace(real.repo, f"http://127.0.0.1:{mirror.port}/os/"),
+                            checksum_url=f"http://127.0.0.1:{mirror.port}/os/.treeinfo")
+        for f in real.files))
+    monkeypatch.setitem(INSTALLERS, "rocky-10", local)
+
+    async def install(mac: str) -> Any:
+        for image in await ctx.images.list():
+            if any(t.startswith("installer:rocky-10:") for t in image.templates):
+                await ctx.images.remove(image.digest, force=True)
+        return await ctx.fleet.get_workflow(await _start(ctx, await _machine(ctx, mac),
+                                                         "rocky-10"))
+
+    wf = await install("52:54:00:5e:00:21")
+    assert wf.actions[0]["state"] == "succeeded", wf.error
+    assert wf.image["kernel"]["digest"] == hashlib.sha256(kernel).hexdigest()
+    assert wf.image["initrd"]["digest"] == hashlib.sha256(initrd).hexdigest()
+
+    # The mirror serves a kernel that is not the one .treeinfo lists: refused.
+    files["/os/images/pxeboot/vmlinuz"] = b"tampered" * 100
+    wf = await install("52:54:00:5e:00:22")
+    assert wf.state is WorkflowState.FAILED and "checksum mismatch" in wf.error, wf.error
+
+    # A .treeinfo without a line for initrd.img: refused, never downloaded unverified.
+    files["/os/images/pxeboot/vmlinuz"] = kernel
+    files["/os/.treeinfo"] = treeinfo(hashlib.sha256(kernel).hexdigest(), with_initrd=False)
+    wf = await install("52:54:00:5e:00:23")
+    assert wf.state is WorkflowState.FAILED, wf.error
+    assert "no checksum for images/pxeboot/initrd.img" in wf.error
+
+
 async def test_a_machine_booting_before_its_installer_is_ready_tries_again(world: Any) -> None:
     from dragonfly.domain.model import Workflow
     from dragonfly.simple.engine import new_actions

@@ -62,6 +62,28 @@ async def answer_file(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+MAX_SYSINFO_BYTES = 256 * 1024
+
+
+@api.post("/simple/proxmox/answer", "Proxmox VE's automated installer (ISO prepared with "
+          "--fetch-from http --url pointing here) POSTs its system information; the machine "
+          "named by its NICs' MACs gets its answer.toml, once", "simple", access="agent")
+async def proxmox_answer(request: web.Request) -> web.Response:
+    raw = await request.content.read(MAX_SYSINFO_BYTES + 1)
+    if len(raw) > MAX_SYSINFO_BYTES:
+        raise InvalidInput("the system information is at most 256 KiB")
+    try:
+        sysinfo = json.loads(raw or b"null")
+    except ValueError:
+        raise InvalidInput("the system information is a JSON object") from None
+    if not isinstance(sysinfo, dict):
+        raise InvalidInput("the system information is a JSON object")
+    ctx = ctx_of(request)
+    text = await _engine(request).proxmox_answer(sysinfo, base_url(request, ctx.config))
+    return web.Response(text=text, content_type="application/toml",
+                        headers={"Cache-Control": "no-store"})
+
+
 async def _progress(request: web.Request, event: str) -> dict[str, Any]:
     mac = parse_mac(request.match_info["mac"], "the MAC in the URL")
     body: dict[str, Any] | None = None
@@ -122,7 +144,8 @@ async def list_installers(request: web.Request) -> list[dict[str, Any]]:
                                 "digest": image.digest if image is not None else None}
         out.append({"slug": installer.slug, "family": installer.family,
                     "repo": installer.repo, "package": installer.package,
-                    "memory_note": installer.memory_note, "files": files})
+                    "memory_note": installer.memory_note, "files": files,
+                    "network_boot": installer.network_boot, "iso": installer.iso})
     return out
 
 

@@ -11,6 +11,10 @@ installer's progress reports, as a workflow of the ``simple`` engine.
    ends it, and from then on the machine's script boots its disk.
 4. **first-boot**: the installed OS's one-shot unit calls ``booted``: Installed.
 
+Proxmox VE (no network boot): step 2 waits for the installer of the prepared ISO to POST its
+system information to ``/simple/proxmox/answer``; ``done`` comes from the answer's
+post-installation webhook, ``booted`` from its first-boot hook.
+
 A machine that fetched its answer file and then stayed silent longer than the template's
 ``phone_home_timeout`` fails, with the last stage it reached."""
 
@@ -28,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.errors import Conflict, DragonflyError, InvalidInput, NotFound, Unavailable
-from dragonfly.simple.installers import Installer, installer_for, kernel_args
+from dragonfly.simple.installers import (
+    INSTALLERS,
+    Installer,
+    installer_for,
+    iso_template,
+    kernel_args,
+)
 from dragonfly.simple.overrides import get_override
 from dragonfly.simple.render import ANSWER_FILES, render_answer
 from dragonfly.simple.spec import InstallSpec, build_spec
@@ -104,6 +114,9 @@ class SimpleInstaller:
         return Workflow.from_dict((await self.fleet.get_workflow(workflow_id)).to_dict())
 
     async def _template(self, slug: str) -> OsTemplate:
+        iso = iso_template(slug)  # Proxmox VE: no image template, the installer table
+        if iso is not None:
+            return iso
         if self.templates is None:
             raise Unavailable("this instance has no template catalog")
         return await self.templates.get(slug)
@@ -198,7 +211,9 @@ class SimpleInstaller:
         callback = f"{base}/simple/progress/{machine.mac}/{session['progress_token']}"
         return build_spec(machine, tpl.family, tpl.version, dict(wf.options),
                           callback=callback, default_mirror=self.mirror_for(tpl.slug,
-                                                                            tpl.family))
+                                                                            tpl.family),
+                          answers=f"{base}/simple/answers/{machine.mac}/"
+                          f"{session['answer_token']}")
 
     def mirror_for(self, slug: str, family: str) -> str:
         """The site's repository for a template (its slug first, then its family)."""
@@ -215,9 +230,16 @@ class SimpleInstaller:
                     f"trying again in {RETRY_SECONDS} s\n"
                     f"sleep {RETRY_SECONDS}\n"
                     f"chain --replace {base}/boot/{machine.mac}.ipxe\n")
+        installer = installer_for(wf.template)
+        if not installer.network_boot:
+            # Proxmox VE boots its prepared ISO from virtual media: leave network boot so
+            # the firmware goes on to the next boot device.
+            return ("#!ipxe\n"
+                    f"echo Dragonfly: {machine.name} installs {installer.name} from its "
+                    "prepared ISO (virtual media), not from the network\n"
+                    "exit\n")
         session = await self._session(wf.id)
         spec = await self.spec_for(wf, machine, base, session)
-        installer = installer_for(wf.template)
         answers = f"{base}/simple/answers/{machine.mac}/{session['answer_token']}"
         answer_url = answers if installer.family == "ubuntu" \
             else f"{answers}/{ANSWER_FILES[installer.family]}"
@@ -249,6 +271,8 @@ class SimpleInstaller:
         installer = installer_for(wf.template)
         if sent_macs and mac not in sent_macs:  # anaconda's inst.ks.sendmac headers
             raise NotFound("this answer file is for another machine")
+        if installer.family == "proxmox":
+            return await self._proxmox_hook(wf, session, name, base)
         if installer.family == "ubuntu" and name in ("meta-data", "vendor-data"):
             return (f"instance-id: dragonfly-{wf.id}\n" if name == "meta-data" else "")
         if name != ANSWER_FILES[installer.family]:
@@ -264,6 +288,62 @@ class SimpleInstaller:
         await self.store.put(SESSION, wf.id, session)
         await self._stage(wf.id, "answer-file-fetched", "boot-installer", finish=True)
         return text
+
+    async def proxmox_answer(self, sysinfo: dict[str, Any], base: str) -> str:
+        """The answer.toml of the machine whose NICs Proxmox's installer lists in its system
+        information (``network_interfaces[].mac``): served once, and only when that machine
+        has a Proxmox VE install running; NotFound for any other."""
+        from dragonfly.agent.checkin import parse_mac
+
+        nics = sysinfo.get("network_interfaces")
+        macs: list[str] = []
+        for nic in nics if isinstance(nics, list) else []:
+            with contextlib.suppress(DragonflyError, TypeError, AttributeError):
+                macs.append(parse_mac(str(nic.get("mac", "")), "a NIC's MAC"))
+        if not macs:
+            raise InvalidInput("the system information lists no network_interfaces[].mac")
+        for mac in dict.fromkeys(macs):
+            machine = self.fleet.find_machine([mac])
+            wf = self.fleet.active_workflow_of(machine) if machine is not None else None
+            if machine is None or wf is None or wf.engine != ENGINE or \
+                    INSTALLERS.get(wf.template) is None or \
+                    INSTALLERS[wf.template].family != "proxmox":
+                continue
+            session = await self._session(wf.id)
+            if session.get("answer_fetched_at"):
+                raise Conflict("this machine's answer was already fetched: it is served "
+                               "once per install (start the install again)")
+            spec = await self.spec_for(wf, machine, base, session)
+            override = await get_override(self.store, wf.template)
+            text = render_answer(spec, override["text"] if override else None)
+            now = self.clock()
+            session.update(answer_fetched_at=now, last_report_at=now)
+            await self.store.put(SESSION, wf.id, session)
+            await self._stage(wf.id, "answer-file-fetched", "boot-installer", finish=True)
+            return text
+        raise NotFound("no Proxmox VE install is running for any of these MACs",
+                       {"macs": macs})
+
+    async def _proxmox_hook(self, wf: Workflow, session: dict[str, Any], name: str,
+                            base: str) -> str:
+        """The answer's [first-boot] hook: a script the installed system runs once, which
+        reports its first boot. ``done`` normally came from the post-installation webhook;
+        the script reports it again (a no-op then) so a lost webhook cannot block Installed."""
+        if name != "first-boot.sh":
+            raise NotFound(f"no file {name!r} in this install's answer (Proxmox VE's "
+                           "installer POSTs to /simple/proxmox/answer)")
+        if not session.get("answer_fetched_at"):
+            raise NotFound("this machine has not fetched its answer yet")
+        machine = self.fleet.get_machine(wf.machine_id)
+        callback = f"{base}/simple/progress/{machine.mac}/{session['progress_token']}"
+        await self._stage(wf.id, "first-boot-hook-fetched",
+                          "install" if wf.written_at is None else "first-boot")
+        return ("#!/bin/sh\n"
+                "# Dragonfly: Proxmox VE reports its first boot (that marks it Installed).\n"
+                "report() { curl -fsS -X POST -o /dev/null \"$1\" || "
+                "wget -q -O /dev/null --post-data= \"$1\"; }\n"
+                f"report '{callback}/done'\n"
+                f"report '{callback}/booted'\n")
 
     # --- progress -------------------------------------------------------------------------
 
@@ -332,6 +412,8 @@ class SimpleInstaller:
             wf = await self._load(workflow_id)
             if not wf.active:
                 raise Conflict("this install already ended")
+            if wf.written_at is not None:
+                return  # reported twice (Proxmox: the webhook, then the first-boot hook)
             now = self.clock()
             for action in wf.actions[:3]:
                 if action["state"] != "succeeded":

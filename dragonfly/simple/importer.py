@@ -5,6 +5,8 @@ the offline import of a Debian package that ships them (``debian-installer-12-ne
 from __future__ import annotations
 
 import asyncio
+import configparser
+import re
 import shutil
 import subprocess
 import tarfile
@@ -22,11 +24,34 @@ if TYPE_CHECKING:
     from dragonfly.images import ImageStore
 
 
+def treeinfo_checksum(text: str, entry: str, where: str) -> str:
+    """``sha256:HEX`` of ``entry`` in a ``.treeinfo``'s ``[checksums]`` section, or
+    InvalidInput: no section, no line for the file, or not a sha256."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # paths keep case
+    try:
+        parser.read_string(text, source=where)
+    except configparser.Error as exc:
+        raise InvalidInput(f"{where} is not a readable .treeinfo: {exc}") from None
+    if not parser.has_section("checksums"):
+        raise InvalidInput(f"{where} has no [checksums] section: {entry} cannot be verified")
+    value = parser.get("checksums", entry, fallback="").strip()
+    if not value:
+        raise InvalidInput(f"{where} has no checksum for {entry}: not downloaded unverified")
+    algorithm, _, digest = value.partition(":")
+    if algorithm.lower() != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        raise InvalidInput(f"{where}: the checksum of {entry} is not sha256:HEX ({value[:80]!r})")
+    return f"sha256:{digest.lower()}"
+
+
 async def expected_checksum(file: InstallerFile) -> str:
     """``sha256:HEX`` from the distribution's checksum file, by the file's full path there
-    (Debian's SHA256SUMS lists several ``initrd.gz``: cdrom, netboot, gtk)."""
+    (Debian's SHA256SUMS lists several ``initrd.gz``: cdrom, netboot, gtk; a RHEL-family
+    tree's ``.treeinfo`` lists ``images/pxeboot/vmlinuz``)."""
     async with aiohttp.ClientSession(timeout=fetch.timeout(60), trust_env=True) as http:
         text = await fetch.fetch_text(http, file.checksum_url)
+    if file.checksum_format == "treeinfo":
+        return treeinfo_checksum(text, file.checksum_entry, file.checksum_url)
     for name, algorithm, value in checksums.entries(text):
         if name.strip() == file.checksum_entry:
             return f"{algorithm}:{value}"

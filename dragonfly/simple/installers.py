@@ -9,15 +9,26 @@ Kernel lines, from each installer's documentation:
 - Ubuntu (subiquity, from the live-server ISO's casper kernel): ``ip=dhcp url=<ISO>
   autoinstall ds=nocloud-net;s=<seed dir>/``; casper loads the ISO into RAM (3-4 GiB).
 - Rocky/Alma (anaconda): ``inst.repo=<repo> inst.ks=<kickstart> inst.ks.sendmac``.
+- Proxmox VE: no network boot (Proxmox does not support PXE-booting its installer). The
+  operator prepares the release ISO once with ``proxmox-auto-install-assistant prepare-iso
+  <iso> --fetch-from http --url <Dragonfly>/simple/proxmox/answer`` and boots it through the
+  BMC's virtual media (or a USB stick); its automated installer POSTs the machine's system
+  information (JSON) to that URL and gets the machine's answer.toml back. While such an
+  install runs, the machine's iPXE script leaves network boot so the firmware goes on to the
+  virtual media.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dragonfly.errors import InvalidInput
 from dragonfly.simple.spec import InstallSpec
+
+if TYPE_CHECKING:
+    from dragonfly.templates.model import OsTemplate
 
 CONSOLE = "console=tty0 console=ttyS0,115200n8"
 ROLES = ("kernel", "initrd")
@@ -29,6 +40,9 @@ class InstallerFile:
     url: str
     checksum_url: str = ""  # the distribution's checksum file
     checksum_entry: str = ""  # its line for this file, by full path (names repeat)
+    # "sums" (``HEX  ./path`` lines) or "treeinfo" (anaconda's ``.treeinfo``: a
+    # ``[checksums]`` section of ``path = sha256:HEX``).
+    checksum_format: str = "sums"
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,12 @@ class Installer:
     # The package that ships the kernel and initrd, for an offline import.
     package: str = ""
     package_paths: tuple[str, ...] = ()
+    name: str = ""  # Proxmox: no OS template in the catalog, so the installer names it
+
+    @property
+    def network_boot(self) -> bool:
+        """Whether Dragonfly boots this installer over the network (Proxmox: an ISO)."""
+        return self.family != "proxmox"
 
     def image_key(self, role: str) -> str:
         """The template name the image store records the file under."""
@@ -78,13 +98,23 @@ def _ubuntu(version: str, point: str) -> Installer:
 
 
 def _rhel(slug: str, repo: str) -> Installer:
-    # The repository's .treeinfo holds the pxeboot files' checksums; it is not read yet, so
-    # these are downloaded unverified (the image store logs it) unless imported.
+    # The repository's .treeinfo lists the pxeboot files' sha256 in its [checksums] section:
+    # fetched from the same mirror, a missing entry or a mismatch refuses the download.
     return Installer(
         slug, "rhel",
-        (InstallerFile("kernel", f"{repo}images/pxeboot/vmlinuz"),
-         InstallerFile("initrd", f"{repo}images/pxeboot/initrd.img")),
+        tuple(InstallerFile(role, f"{repo}{path}", f"{repo}.treeinfo", path, "treeinfo")
+              for role, path in (("kernel", "images/pxeboot/vmlinuz"),
+                                 ("initrd", "images/pxeboot/initrd.img"))),
         repo=repo)
+
+
+def _proxmox(major: str, iso: str) -> Installer:
+    # No kernel or initrd to fetch: the prepared ISO holds the installer (see the top).
+    return Installer(f"proxmox-ve-{major}", "proxmox", (), repo="", iso=iso,
+                     name=f"Proxmox VE {major}",
+                     memory_note="boots the prepared ISO (virtual media or USB), not the "
+                     "network: prepare it with proxmox-auto-install-assistant --fetch-from "
+                     "http --url <Dragonfly>/simple/proxmox/answer")
 
 
 INSTALLERS: dict[str, Installer] = {i.slug: i for i in (
@@ -93,7 +123,24 @@ INSTALLERS: dict[str, Installer] = {i.slug: i for i in (
     _rhel("rocky-9", "https://dl.rockylinux.org/pub/rocky/9/BaseOS/x86_64/os/"),
     _rhel("rocky-10", "https://dl.rockylinux.org/pub/rocky/10/BaseOS/x86_64/os/"),
     _rhel("almalinux-9", "https://repo.almalinux.org/almalinux/9/BaseOS/x86_64/os/"),
+    # The ISOs the prepared one is made from (8.3-1 or newer: root_password_hashed and the
+    # [first-boot] hook appeared there).
+    _proxmox("8", "https://enterprise.proxmox.com/iso/proxmox-ve_8.4-1.iso"),
+    _proxmox("9", "https://enterprise.proxmox.com/iso/proxmox-ve_9.1-1.iso"),
 )}
+
+
+def iso_template(slug: str) -> OsTemplate | None:
+    """The OS template of an installer the catalog has no image for (Proxmox VE), made from
+    the installer table; None for every other slug."""
+    installer = INSTALLERS.get(slug)
+    if installer is None or installer.network_boot:
+        return None
+    from dragonfly.templates.model import OsTemplate
+
+    return OsTemplate(slug=slug, name=installer.name, family=installer.family,
+                      version=slug.rsplit("-", 1)[-1], url=installer.iso, format="iso",
+                      description=installer.memory_note, builtin=True, source="builtin")
 
 
 def installer_for(slug: str) -> Installer:
@@ -107,6 +154,9 @@ def installer_for(slug: str) -> Installer:
 def kernel_args(installer: Installer, spec: InstallSpec, answer_url: str) -> str:
     """The installer's kernel command line (``answer_url``: the answer file, or for Ubuntu
     the seed directory holding user-data and meta-data)."""
+    if not installer.network_boot:
+        raise InvalidInput(f"{installer.slug} is installed from its prepared ISO, not booted "
+                           "over the network")
     if installer.family == "debian":
         args = ["auto=true", "priority=critical", f"url={answer_url}", "interface=auto",
                 f"netcfg/get_hostname={spec.hostname}",

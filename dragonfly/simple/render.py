@@ -14,8 +14,10 @@ from dragonfly.simple.spec import InstallSpec
 from dragonfly.templates.render import check_syntax, render
 
 # The file each family's installer fetches.
-ANSWER_FILES = {"debian": "preseed.cfg", "ubuntu": "user-data", "rhel": "ks.cfg"}
-KINDS = {"debian": "preseed", "ubuntu": "autoinstall", "rhel": "kickstart"}
+ANSWER_FILES = {"debian": "preseed.cfg", "ubuntu": "user-data", "rhel": "ks.cfg",
+                "proxmox": "answer.toml"}
+KINDS = {"debian": "preseed", "ubuntu": "autoinstall", "rhel": "kickstart",
+         "proxmox": "answer.toml"}
 OVERRIDE_MAX = 64 * 1024
 
 # What a plaintext password looks like in each format (a hashed one is fine).
@@ -24,6 +26,8 @@ _PLAINTEXT = {
                          re.MULTILINE),
     "rhel": re.compile(r"--plaintext\b|^\s*(?:rootpw|user)\b(?!.*--(?:iscrypted|lock))"
                        r".*--password\b|^\s*rootpw\s+(?!--)\S", re.MULTILINE),
+    # root_password / root-password (root_password_hashed is the hash).
+    "proxmox": re.compile(r"^\s*[\"']?root[-_]password[\"']?\s*=", re.MULTILINE),
     "ubuntu": re.compile(r"plain_text_passwd|chpasswd|^\s*password:(?![ \t]*[\"']?[$!])",
                          re.MULTILINE),
 }

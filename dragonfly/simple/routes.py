@@ -12,6 +12,7 @@ from dragonfly.context import ctx_of
 from dragonfly.errors import InvalidInput, NotFound, Unavailable
 from dragonfly.http.errors import read_object
 from dragonfly.http.router import ApiRouter
+from dragonfly.simple.installers import iso_template
 from dragonfly.simple.overrides import delete_override, get_override, set_override
 from dragonfly.simple.render import ANSWER_FILES, KINDS, builtin_template, render_answer
 from dragonfly.simple.spec import OPTION_KEYS, build_spec
@@ -24,9 +25,11 @@ PREVIEW_CALLBACK = "/simple/progress/preview"
 
 async def _template(request: web.Request) -> OsTemplate:
     catalog = ctx_of(request).templates
-    if catalog is None:
-        raise Unavailable("this instance has no template catalog")
-    template = await catalog.get(request.match_info["slug"])
+    template = iso_template(request.match_info["slug"])  # Proxmox VE: not in the catalog
+    if template is None:
+        if catalog is None:
+            raise Unavailable("this instance has no template catalog")
+        template = await catalog.get(request.match_info["slug"])
     if template.family not in ANSWER_FILES:
         raise NotFound(f"{template.slug} is a {template.family} template: Simple mode has "
                        f"answer files for {', '.join(ANSWER_FILES)}")

@@ -27,6 +27,13 @@ class ModeRunner:
 
     async def method(self, template: str, options: dict[str, Any]) -> str:
         method = options.get("method")
+        installer = INSTALLERS.get(template)
+        if installer is not None and not installer.network_boot:
+            # Proxmox VE has no image: its own installer is the only way.
+            if method not in (None, "installer"):
+                raise InvalidInput(f"{template} is installed with its own installer only "
+                                   "(method installer)")
+            return "installer"
         if method is None:
             return "installer" if await self.mode() == "simple" and template in INSTALLERS \
                 else "image"

@@ -18,7 +18,7 @@ from dragonfly.errors import InvalidInput
 from dragonfly.simple.kickstart_net import kickstart_network
 from dragonfly.templates.network import NetworkSettings, network_config, parse_network
 
-FAMILIES = ("debian", "ubuntu", "rhel")
+FAMILIES = ("debian", "ubuntu", "rhel", "proxmox")
 PARTITIONING = ("lvm", "plain")
 FILESYSTEMS = ("ext4", "xfs")
 _HASH = re.compile(r"^\$(?:1|5|6|y|2[aby]|gy|7)\$[./A-Za-z0-9$=,]{8,200}$")
@@ -64,6 +64,8 @@ class InstallSpec:
     # Where the installer reports (``<callback>/stage/<name>``, ``.../done``, ``.../failed``,
     # ``.../events`` for subiquity's webhook); empty in a preview without an install.
     callback: str = ""
+    # The machine's answer directory (``<answers>/first-boot.sh``: Proxmox's first-boot hook).
+    answers: str = ""
 
     def facts(self) -> dict[str, Any]:
         """What the answer-file templates see."""
@@ -100,7 +102,70 @@ class InstallSpec:
                                               first_boot_unit(self.callback))
             if self.callback else "",
             "mirror_url": _mirror_parts(self.mirror or DEFAULT_MIRRORS.get(self.family, "")),
+            "proxmox": proxmox_facts(self) if self.family == "proxmox" else {},
         }
+
+
+# Proxmox's keyboard names for the layouts that differ from the Debian ones.
+_PROXMOX_KEYBOARDS = {"us": "en-us", "gb": "en-gb", "uk": "en-gb", "br": "pt-br",
+                      "ch": "de-ch", "be": "fr-be"}
+
+
+def proxmox_facts(spec: InstallSpec) -> dict[str, Any]:
+    """What answer.toml needs beyond the common facts. Proxmox VE 8 names its keys in
+    snake_case (root_password_hashed); 9 in kebab-case (root-password-hashed)."""
+    def key(name: str) -> str:
+        return name if spec.version == "8" else name.replace("_", "-")
+
+    first = next((ipaddress.ip_interface(a) for a in spec.network.primary.addresses
+                  if ipaddress.ip_interface(a).version == 4), None)
+    domain = spec.domain or "localdomain"  # the installer wants a fully qualified name
+    country = spec.locale.split(".")[0].partition("_")[2].lower() or "us"
+    return {
+        "names": {n: key(n) for n in ("root_password_hashed", "root_ssh_keys", "disk_list")},
+        "keyboard": _PROXMOX_KEYBOARDS.get(spec.keyboard, spec.keyboard),
+        "country": country, "fqdn": f"{spec.hostname}.{domain}",
+        "mailto": f"root@{spec.hostname}.{domain}",
+        "timezone": "UTC" if spec.timezone in ("Etc/UTC", "UTC") else spec.timezone,
+        "disk": spec.disk.removeprefix("/dev/"),
+        "cidr": str(first) if first is not None else "",
+        "gateway": spec.network.primary.gateway4 or "",
+        "dns": spec.network.nameservers[0] if spec.network.nameservers else "",
+        # Matches the boot NIC by its MAC (udev's enx<mac> name).
+        "mac_filter": "*" + spec.boot_mac.replace(":", "").lower(),
+        "first_boot_url": f"{spec.answers}/first-boot.sh" if spec.answers else "",
+    }
+
+
+# The layouts Proxmox's answer file takes (its KeyboardLayout).
+PROXMOX_KEYBOARDS = ("de", "de-ch", "dk", "en-gb", "en-us", "es", "fi", "fr", "fr-be",
+                     "fr-ca", "fr-ch", "hu", "is", "it", "jp", "lt", "mk", "nl", "no", "pl",
+                     "pt", "pt-br", "se", "si", "tr")
+
+
+def proxmox_problems(spec: InstallSpec, preview: bool) -> None:
+    """What Proxmox's automated installer cannot take, refused at the start of an install."""
+    keyboard = _PROXMOX_KEYBOARDS.get(spec.keyboard, spec.keyboard)
+    if keyboard not in PROXMOX_KEYBOARDS:
+        raise InvalidInput(f"keyboard: Proxmox VE's installer knows {', '.join(PROXMOX_KEYBOARDS)}"
+                           f", not {spec.keyboard!r}")
+    if spec.packages:
+        raise InvalidInput("packages: Proxmox VE's installer installs no extra packages; "
+                           "add them after the first boot")
+    if spec.network.bonds or spec.network.vlans:
+        raise InvalidInput("network: Proxmox VE's installer configures one NIC (vmbr0 over "
+                           "it); add bonds and VLANs after the first boot")
+    if not re.fullmatch(r"/dev/[a-z0-9]{2,32}", spec.disk):
+        raise InvalidInput("disk: Proxmox VE's installer needs the target disk by its kernel "
+                           "name, such as /dev/sda or /dev/nvme0n1")
+    first = next((a for a in spec.network.primary.addresses
+                  if ipaddress.ip_interface(a).version == 4), None)
+    if first is not None and not (spec.network.primary.gateway4 and spec.network.nameservers):
+        raise InvalidInput("network: a static address for Proxmox VE needs a gateway4 and a "
+                           "nameserver")
+    if not spec.password_hash and not preview:
+        raise InvalidInput("password_hash: Proxmox VE's installer requires a root password; "
+                           "give its crypt(3) hash (mkpasswd -m sha-512)")
 
 
 FIRST_BOOT_UNIT = "dragonfly-first-boot.service"
@@ -157,8 +222,8 @@ def _strings(options: dict[str, Any], key: str, pattern: re.Pattern[str], what: 
 
 
 def build_spec(machine: Machine, family: str, version: str, options: dict[str, Any], *,
-               callback: str = "", default_mirror: str = "", preview: bool = False
-               ) -> InstallSpec:
+               callback: str = "", default_mirror: str = "", preview: bool = False,
+               answers: str = "") -> InstallSpec:
     """The install of ``machine`` as ``options`` describe it (keys: ``OPTION_KEYS``), or
     InvalidInput naming the first thing wrong. A ``preview`` may lack a way to log in."""
     if family not in FAMILIES:
@@ -203,7 +268,10 @@ def build_spec(machine: Machine, family: str, version: str, options: dict[str, A
         or "Etc/UTC",
         mirror=_text(options, "mirror", default_mirror, _URL, "an http(s) URL"),
         network=settings, netplan=network_config(machine, settings),
-        macs=tuple(dict.fromkeys([machine.mac, *machine.macs])), callback=callback)
+        macs=tuple(dict.fromkeys([machine.mac, *machine.macs])), callback=callback,
+        answers=answers)
+    if family == "proxmox":
+        proxmox_problems(spec, preview)
     if not spec.password_hash and not spec.ssh_keys and not preview:
         raise InvalidInput("give ssh_keys or a password_hash: without either nobody could "
                            "log in to the installed machine")
