@@ -275,8 +275,10 @@ async def test_missing_installer_files_fail_the_first_step(
     # almalinux-9's files were never imported; its download goes to a closed local port
     # (nothing leaves this machine): the install fails at its first step with the reason.
     local = dataclasses.replace(installer_for("almalinux-9"), files=(
-        InstallerFile("kernel", "http://127.0.0.1:9/vmlinuz"),
-        InstallerFile("initrd", "http://127.0.0.1:9/initrd.img")))
+        InstallerFile("kernel", "http://127.0.0.1:9/vmlinuz", "http://127.0.0.1:9/SHA256SUMS",
+                      "./vmlinuz"),
+        InstallerFile("initrd", "http://127.0.0.1:9/initrd.img",
+                      "http://127.0.0.1:9/SHA256SUMS", "./initrd.img")))
     monkeypatch.setitem(INSTALLERS, "almalinux-9", local)
     ctx.images.attempts = 1
     ctx.images.retry_delay = 0.0
@@ -286,6 +288,19 @@ async def test_missing_installer_files_fail_the_first_step(
     assert wf.error.startswith("Installer files: ") and "127.0.0.1:9" in wf.error
     assert ctx.fleet.get_machine(machine.id).state is State.FAILED
     assert (await ctx.store.get(SESSION, wf_id)) is not None
+
+
+async def test_installer_files_nothing_can_check_are_not_downloaded(world: Any) -> None:
+    """Ubuntu's loose netboot kernel and initrd are in no checksum file: without an offline
+    import the install fails at its first step and says what to run, and nothing is fetched."""
+    client, ctx, _ = world
+    machine = await _machine(ctx)
+    wf_id = await _start(ctx, machine, "ubuntu-22.04")  # its files were never imported
+    wf = await ctx.fleet.get_workflow(wf_id)
+    assert wf.state is WorkflowState.FAILED and wf.failed_action == "prepare-installer"
+    assert "has no checksum file to be checked against, so it is not downloaded" in wf.error
+    assert "--template installer:ubuntu-22.04:kernel" in wf.error, wf.error
+    assert [i for i in await ctx.images.list() if "ubuntu-22.04" in str(i.templates)] == []
 
 
 async def test_abort_an_install(world: Any) -> None:

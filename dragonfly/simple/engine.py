@@ -188,11 +188,17 @@ class SimpleInstaller:
         for file in installer.files:
             image = await self.images.for_template(installer.image_key(file.role))
             if image is None:
-                checksum = (await expected_checksum(file) if file.checksum_entry else None)
+                if not file.checksum_entry:
+                    # What nothing can check is not booted: an installer runs as root on
+                    # the machine with the answer file's secrets.
+                    raise InvalidInput(
+                        f"the {installer.slug} installer's {file.role} ({file.url}) has no "
+                        "checksum file to be checked against, so it is not downloaded: "
+                        "import it offline with `dragonfly image import FILE --template "
+                        f"{installer.image_key(file.role)} --checksum sha256:HEX`")
+                checksum = await expected_checksum(file)
                 image = await self.images.ensure(ImageSource(
-                    url=file.url, checksum=checksum, template=installer.image_key(file.role),
-                    checksum_url=None if checksum or not file.checksum_url
-                    else file.checksum_url))
+                    url=file.url, checksum=checksum, template=installer.image_key(file.role)))
             out[file.role] = {"digest": image.digest, "size": image.size,
                               "source": image.sources[0] if image.sources else ""}
         return out

@@ -88,8 +88,8 @@ def _ubuntu(version: str, point: str) -> Installer:
     base = f"https://releases.ubuntu.com/{version}"
     return Installer(
         f"ubuntu-{version}", "ubuntu",
-        # No checksum file covers the netboot files here (the release's SHA256SUMS lists
-        # the ISOs): downloaded unverified (the image store logs it) unless imported.
+        # No checksum file covers the loose netboot files here (the release's SHA256SUMS
+        # lists the ISOs and the netboot tarball): they are refused unless imported.
         (InstallerFile("kernel", f"{base}/netboot/amd64/linux"),
          InstallerFile("initrd", f"{base}/netboot/amd64/initrd")),
         repo="http://archive.ubuntu.com/ubuntu",
