@@ -29,8 +29,9 @@ Modules: ``model`` (ImageSource, Image, errors), ``checksums`` (GNU and BSD chec
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dragonfly.lazy import lazy_names
 
 if TYPE_CHECKING:
     from dragonfly.images.cache import ImageStore, url_key
@@ -47,10 +48,4 @@ _HOME_OF = {"ImageStore": "cache", "url_key": "cache", "VendorChecksum": "checks
             "ImageSource": "model"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_names(__name__, _HOME_OF, globals())

@@ -8,8 +8,9 @@ the demo never runs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dragonfly.lazy import lazy_names
 
 if TYPE_CHECKING:
     from dragonfly.edge.dhcp.codec import DecodeResult, MessageType, Packet, decode, encode
@@ -30,10 +31,4 @@ __all__ = ["DecodeResult", "DhcpConflict", "DhcpCounters", "DhcpPorts", "DhcpSer
            "Responder", "decode", "encode"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_names(__name__, _HOME_OF, globals())
