@@ -81,8 +81,8 @@ async def read_json(request: web.Request, max_size: int = MAX_JSON_BODY) -> Any:
         raise InvalidInput("the request body is not valid JSON", str(exc)) from None
 
 
-async def read_object(request: web.Request) -> dict[str, Any]:
-    data = await read_json(request)
+async def read_object(request: web.Request, max_size: int = MAX_JSON_BODY) -> dict[str, Any]:
+    data = await read_json(request, max_size)
     if not isinstance(data, dict):
         raise InvalidInput("expected a JSON object")
     return data

@@ -4,7 +4,6 @@ installer files' import."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +68,7 @@ MAX_SYSINFO_BYTES = 256 * 1024
           "--fetch-from http --url pointing here) POSTs its system information; the machine "
           "named by its NICs' MACs gets its answer.toml, once", "simple", access="agent")
 async def proxmox_answer(request: web.Request) -> web.Response:
-    raw = await request.content.read(MAX_SYSINFO_BYTES + 1)
-    if len(raw) > MAX_SYSINFO_BYTES:
-        raise InvalidInput("the system information is at most 256 KiB")
-    try:
-        sysinfo = json.loads(raw or b"null")
-    except ValueError:
-        raise InvalidInput("the system information is a JSON object") from None
-    if not isinstance(sysinfo, dict):
-        raise InvalidInput("the system information is a JSON object")
+    sysinfo = await read_object(request, MAX_SYSINFO_BYTES)
     ctx = ctx_of(request)
     text = await _engine(request).proxmox_answer(sysinfo, base_url(request, ctx.config))
     return web.Response(text=text, content_type="application/toml",
@@ -88,16 +79,7 @@ async def _progress(request: web.Request, event: str) -> dict[str, Any]:
     mac = parse_mac(request.match_info["mac"], "the MAC in the URL")
     body: dict[str, Any] | None = None
     if request.method == "POST" and event == "events":
-        raw = await request.content.read(MAX_EVENT_BYTES + 1)
-        if len(raw) > MAX_EVENT_BYTES:
-            raise InvalidInput("an installer event is at most 64 KiB")
-        try:
-            parsed = json.loads(raw or b"{}")
-        except ValueError:
-            raise InvalidInput("an installer event is a JSON object") from None
-        if not isinstance(parsed, dict):
-            raise InvalidInput("an installer event is a JSON object")
-        body = parsed
+        body = await read_object(request, MAX_EVENT_BYTES)
     return await _engine(request).progress(mac, request.match_info["token"],
                                            check_event(event), body)
 
