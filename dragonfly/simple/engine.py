@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.errors import Conflict, DragonflyError, InvalidInput, NotFound, Unavailable
+from dragonfly.keyed_tasks import start_once
 from dragonfly.simple.installers import (
     INSTALLERS,
     Installer,
@@ -147,12 +148,8 @@ class SimpleInstaller:
         return workflow
 
     def _prepare(self, workflow_id: str) -> None:
-        if workflow_id in self._preparing:
-            return
-        task = asyncio.get_running_loop().create_task(self._prepare_files(workflow_id),
-                                                      name=f"prepare-installer-{workflow_id}")
-        self._preparing[workflow_id] = task
-        task.add_done_callback(lambda _t: self._preparing.pop(workflow_id, None))
+        start_once(self._preparing, workflow_id, lambda: self._prepare_files(workflow_id),
+                   f"prepare-installer-{workflow_id}")
 
     async def _prepare_files(self, workflow_id: str) -> None:
         wf = await self._load(workflow_id)

@@ -34,6 +34,7 @@ from typing import Any
 from dragonfly.domain.fleet import MACHINE, Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.errors import Conflict, DragonflyError, InvalidInput, NotFound
+from dragonfly.keyed_tasks import start_once
 from dragonfly.store import Store
 from dragonfly.templates.registry import TemplateCatalog
 from dragonfly.tinkerbell import rootpart, schema, translate
@@ -464,12 +465,8 @@ class TinkerbellBackend:
         return wf
 
     def _submit(self, workflow_id: str) -> None:
-        if workflow_id in self._submits:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(workflow_id),
-                                                      name=f"tinkerbell-submit-{workflow_id}")
-        self._submits[workflow_id] = task
-        task.add_done_callback(lambda _t: self._submits.pop(workflow_id, None))
+        start_once(self._submits, workflow_id, lambda: self._send(workflow_id),
+                   f"tinkerbell-submit-{workflow_id}")
 
     async def _send(self, workflow_id: str) -> None:
         step = PREPARE[0]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from dragonfly.domain.fleet import Fleet
 from dragonfly.domain.model import Machine, State, Workflow, WorkflowState
 from dragonfly.errors import Conflict, DragonflyError, InvalidInput, NotFound
+from dragonfly.keyed_tasks import start_once
 from dragonfly.store import Store
 from dragonfly.templates.seed import parse_deploy_options
 from dragonfly.workflow import plan
@@ -187,12 +188,8 @@ class DeploymentEngine:
         return workflow
 
     def _prepare(self, workflow_id: str) -> None:
-        if workflow_id in self._preparing:
-            return
-        task = asyncio.get_running_loop().create_task(self._prepare_image(workflow_id),
-                                                      name=f"prepare-image-{workflow_id}")
-        self._preparing[workflow_id] = task
-        task.add_done_callback(lambda _t: self._preparing.pop(workflow_id, None))
+        start_once(self._preparing, workflow_id, lambda: self._prepare_image(workflow_id),
+                   f"prepare-image-{workflow_id}")
 
     async def _prepare_image(self, workflow_id: str) -> None:
         wf = await self._load(workflow_id)
