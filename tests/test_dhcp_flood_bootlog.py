@@ -95,7 +95,8 @@ def test_deferred_events_wait_for_delivery_and_keep_their_order() -> None:
     responder = Responder(registry=BootRegistry(),
                           endpoints=BootEndpoints("192.0.2.1", 3000, "192.0.2.1"),
                           server_ip="192.0.2.1",
-                          on_event=lambda mac, step, detail: events.append((mac, step, detail)))
+                          on_event=lambda mac, step, detail, at: events.append(
+                              (mac, step, detail)))
     responder.defer_events = True
     macs = []
     for i in range(3):

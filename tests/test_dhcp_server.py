@@ -93,7 +93,7 @@ async def start(peers: tuple[Peer, Peer]) -> AsyncIterator[Factory]:
         kw.setdefault("mode", "auto")
         svc = DhcpService(
             interface=None, server_ip=SERVER_IP, http_port=3000, tftp_server_ip=TFTP_IP,
-            on_event=lambda mac, step, detail: events.append((mac, step, detail)),
+            on_event=lambda mac, step, detail, at: events.append((mac, step, detail)),
             ports=kw.pop("ports", None) or DhcpPorts.loopback(client.port, relay.port),
             **kw)
         await svc.start()

@@ -34,7 +34,7 @@ COALESCE_SECONDS = 10.0
 # there); only their copy in the store lags.
 BUSY_STEPS_PER_SECOND = 2000
 MAX_DEFER_SECONDS = 10.0
-FLUSH_CHUNK = 1000  # timelines per store commit: the loop runs between chunks
+FLUSH_CHUNK = 250  # timelines per store commit: the loop runs between chunks (~1 ms each)
 DISCOVER_UNANSWERED = 10.0  # seconds of discovers without our offer before saying so
 
 # The chain, in order. A machine is expected to go through these; where it stops, diagnose()
@@ -125,6 +125,11 @@ class BootLog:
         self._task: asyncio.Task[None] | None = None
         self._recorded = 0  # steps since the flush loop last looked (flood detection)
         self._deferred_since: float | None = None
+        # Set by the boot edge: whether its DHCP server is in a flood (or still handing a
+        # flood's steps over), which hands its steps over late (``record(at=...)``), in
+        # bursts that say nothing about the rate they came at.
+        self.busy_hint: Callable[[], bool] | None = None
+        self._poked = asyncio.Event()
 
     # --- Service ------------------------------------------------------------------------------
 
@@ -141,9 +146,17 @@ class BootLog:
             self._task = None
         await self.flush()
 
+    def poke(self) -> None:
+        """Look now whether to write (the DHCP server's flood is over): the write then
+        starts before the next flood can, rather than up to a flush interval later."""
+        self._poked.set()
+
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.flush_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval):
+                    await self._poked.wait()
+            self._poked.clear()
             if self._busy():
                 continue
             try:
@@ -155,7 +168,9 @@ class BootLog:
         """Whether to put the periodic write off: steps arrive as in a flood, and it has not
         been put off for MAX_DEFER_SECONDS already."""
         recorded, self._recorded = self._recorded, 0
-        if recorded <= BUSY_STEPS_PER_SECOND * self.flush_interval or not self._dirty:
+        flood = (recorded > BUSY_STEPS_PER_SECOND * self.flush_interval
+                 or (self.busy_hint is not None and self.busy_hint()))
+        if not flood or not self._dirty:
             self._deferred_since = None
             return False
         now = time.monotonic()
@@ -197,14 +212,20 @@ class BootLog:
     def mac_for_ip(self, ip: str) -> str | None:
         return self._ip_to_mac.get(ip)
 
-    def record(self, mac: str, step: str, detail: dict[str, Any] | None = None) -> None:
-        # On the DHCP answer path (once per DISCOVER and per OFFER): keep it to a few
-        # dictionary operations; the store write is the flush loop's.
+    def record(self, mac: str, step: str, detail: dict[str, Any] | None = None,
+               at: float | None = None) -> None:
+        """``at``: when the step happened, on ``clock`` (default: now); DHCP hands a flood's
+        steps over after its answers."""
+        # Once per DISCOVER and per OFFER: keep it to a few dictionary operations; the store
+        # write is the flush loop's.
         mac = mac.lower()
-        now = self.clock()
+        if at is None:
+            now = self.clock()
+            self._recorded += 1
+        else:  # handed over late: ``busy_hint`` says whether that is a flood
+            now = at
         if detail is None:
             detail = {}
-        self._recorded += 1
         timelines = self._timelines
         steps = timelines.get(mac)
         if steps is None:

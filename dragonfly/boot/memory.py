@@ -37,6 +37,11 @@ class BootMemory:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, mac: object) -> bool:
+        """Whether anything is remembered of ``mac`` (expired or not): the DHCP fast path
+        answers only MACs without history."""
+        return mac in self._entries
+
     def get(self, mac: str) -> Remembered | None:
         entry = self._entries.get(mac)
         if entry is None:

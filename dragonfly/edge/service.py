@@ -111,7 +111,10 @@ def build_boot_stack(config: Mapping[str, Any], store: Store, fleet: Fleet, boot
     stack.dhcp = service_from_settings(
         {**values, "boot.interface": interface or ""}, server_ip=address,
         http_port=config["server.port"], store=store, allow=allow, on_event=bootlog.record,
-        registry=registry)
+        registry=registry, clock=bootlog.clock)
+    # The boot log writes a DHCP flood's steps once the flood is over, right away.
+    bootlog.busy_hint = stack.dhcp.busy
+    stack.dhcp.on_calm = bootlog.poke
     networks = boot_networks(values)
 
     def allow_client(ip: str) -> bool:

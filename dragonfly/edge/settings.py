@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dragonfly.auth.allowlist import Network, parse_networks
@@ -56,7 +57,8 @@ def service_from_settings(values: Mapping[str, Any], *, server_ip: str, http_por
                           store: Store | None = None, allow: AllowCallback | None = None,
                           on_event: EventCallback | None = None,
                           http_host: str | None = None,
-                          registry: BootRegistry | None = None) -> DhcpService:
+                          registry: BootRegistry | None = None,
+                          clock: Callable[[], float] = time.time) -> DhcpService:
     """``values``: ``Config.as_dict()``. ``server_ip``: the boot interface's address.
     ``registry``: the boot edge's one registry, which TFTP and HTTP read too (built from
     ``values`` when a caller runs DHCP alone)."""
@@ -69,4 +71,4 @@ def service_from_settings(values: Mapping[str, Any], *, server_ip: str, http_por
         full=full_settings(values, interface) if mode == "full" else None,
         on_event=on_event, registry=registry or registry_from_settings(values),
         http_host=http_host,
-        relay_networks=boot_networks(values))
+        relay_networks=boot_networks(values), clock=clock)

@@ -24,6 +24,8 @@ from dragonfly.store.migrations import current_version, migrate
 T = TypeVar("T")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_UPSERT = ("INSERT INTO docs (kind, key, rev, data) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT (kind, key) DO UPDATE SET rev = excluded.rev, data = excluded.data")
 
 
 class SqliteStore(Store):
@@ -171,6 +173,12 @@ class SqliteStore(Store):
             (revision,) = db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
             rev = int(revision) + 1
             for op in ops:
+                if isinstance(op, Put) and op.expect_rev is None:
+                    # Nothing to check first: a blind write (the boot log's timelines, a
+                    # flood's worth at a time) is one statement.
+                    db.execute(_UPSERT, (op.kind, op.key, rev, _dumps(op.data)))
+                    changes.append(Change("put", op.kind, op.key, rev, op.data))
+                    continue
                 row = db.execute("SELECT rev FROM docs WHERE kind = ? AND key = ?",
                                  (op.kind, op.key)).fetchone()
                 current = 0 if row is None else int(row[0])
@@ -179,10 +187,7 @@ class SqliteStore(Store):
                         f"{op.kind} {op.key!r} changed since it was read; reload and retry",
                         {"expected": op.expect_rev, "current": current})
                 if isinstance(op, Put):
-                    db.execute(
-                        "INSERT INTO docs (kind, key, rev, data) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (kind, key) DO UPDATE SET rev = excluded.rev, "
-                        "data = excluded.data", (op.kind, op.key, rev, _dumps(op.data)))
+                    db.execute(_UPSERT, (op.kind, op.key, rev, _dumps(op.data)))
                     changes.append(Change("put", op.kind, op.key, rev, op.data))
                 elif isinstance(op, Delete) and row is not None:
                     db.execute("DELETE FROM docs WHERE kind = ? AND key = ?", (op.kind, op.key))

@@ -33,8 +33,9 @@ class Recorder:
     def __init__(self, path: Path) -> None:
         self.fh = open(path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
 
-    def __call__(self, mac: str, step: str, detail: dict[str, Any]) -> None:
-        self.fh.write(json.dumps({"t": time.time(), "mac": mac, "step": step,
+    def __call__(self, mac: str, step: str, detail: dict[str, Any],
+                 at: float | None = None) -> None:
+        self.fh.write(json.dumps({"t": at or time.time(), "mac": mac, "step": step,
                                   "detail": detail}) + "\n")
 
 

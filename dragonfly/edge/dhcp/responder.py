@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dragonfly.auth.allowlist import Network, allowed, parse_address
 from dragonfly.boot.memory import BootMemory
@@ -36,14 +37,29 @@ from dragonfly.edge.dhcp.codec import (
     encode_options,
     encode_reply_fast,
 )
+from dragonfly.edge.dhcp.fastpath import Key, KnownOffer, KnownOffers, offer_key, uuid_text
 from dragonfly.edge.dhcp.leases import LeasePool
 
 log = logging.getLogger(__name__)
 
 MODES = ("off", "selective", "auto", "full")
 ZERO = "0.0.0.0"
-EventCallback = Callable[[str, str, dict[str, Any]], None]
 AllowCallback = Callable[[str], bool]
+# The boot doctor's steps of a MAC's fast answers waiting for delivery: more MACs than the
+# boot log keeps timelines for (``dragonfly.boot.log.MAX_MACS``) would be evicted there at
+# once, so the oldest are let go here (counted) instead of being expanded for nothing.
+BACKLOG_MACS = 10_000
+
+
+class EventCallback(Protocol):
+    """Where each boot step goes (the boot log's ``record``): ``at`` is when it happened,
+    on the responder's clock."""
+
+    def __call__(self, mac: str, step: str, detail: dict[str, Any], at: float) -> None: ...
+
+
+# A fast answer's step, kept compact until delivery: (at, xid, GUID bytes or None, offer).
+FastStep = tuple[float, int, bytes | None, KnownOffer]
 
 
 @dataclass(frozen=True)
@@ -64,13 +80,16 @@ class DhcpCounters:
     malformed: int = 0
     errors: int = 0  # bugs: an exception while handling a packet (logged, never raised)
     send_failed: int = 0  # replies the kernel refused (full send buffer, no route)
+    fast: int = 0  # answered from a known offer's bytes (fastpath), also counted in answered
+    steps_let_go: int = 0  # flood steps of MACs the boot log would have evicted at once
     ignored_by_reason: Counter[str] = field(default_factory=Counter)
     malformed_by_reason: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {"received": self.received, "answered": self.answered,
                 "ignored": self.ignored, "malformed": self.malformed, "errors": self.errors,
-                "send_failed": self.send_failed,
+                "send_failed": self.send_failed, "fast": self.fast,
+                "steps_let_go": self.steps_let_go,
                 "ignored_by_reason": dict(self.ignored_by_reason),
                 "malformed_by_reason": dict(self.malformed_by_reason)}
 
@@ -98,10 +117,12 @@ class Responder:
                  on_event: EventCallback | None = None, memory: BootMemory | None = None,
                  pool: LeasePool | None = None, targets: ReplyTargets | None = None,
                  pxe_discovery_control: bool = True,
-                 relay_networks: Sequence[Network] = ()) -> None:
+                 relay_networks: Sequence[Network] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         """``relay_networks``: ``boot.allowed_networks``; when not empty, relayed requests
         are answered only for relays (giaddr) inside them. Requests on the local segment
-        carry no address to judge and are answered as before."""
+        carry no address to judge and are answered as before. ``clock``: the event
+        callback's (the boot log's) clock, for each step's ``at``."""
         if mode not in MODES:
             raise ValueError(f"DHCP mode {mode!r} is not one of {', '.join(MODES)}")
         if mode == "full" and pool is None:
@@ -124,16 +145,34 @@ class Responder:
         self._static: dict[tuple[int, str, bool], bytes] = {}
         self._discover_details: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._raw_ips: dict[str, bytes] = {}
+        self.clock = clock
         # Deferred events (``defer_events``): the server sends a whole batch of replies first
         # and then hands the batch's events to ``on_event`` (``deliver_events``), so the boot
-        # doctor's bookkeeping is never between a DISCOVER and its OFFER.
+        # doctor's bookkeeping is never between a DISCOVER and its OFFER. Fast answers' steps
+        # wait per MAC in ``_backlog`` (compact), which the server may hand over later while a
+        # flood lasts; any other step of such a MAC brings its waiting ones out first.
         self.defer_events = False
-        self._queued: list[tuple[str, str, dict[str, Any]]] = []
+        self._queued: list[tuple[str, str, dict[str, Any], float]] = []
+        # Oldest MAC first; an OrderedDict, because a dict whose front is popped again and
+        # again makes every next(iter(...)) walk the holes left there.
+        self._backlog: OrderedDict[str, list[FastStep]] = OrderedDict()
+        self.backlog_limit = BACKLOG_MACS
+        self._known = KnownOffers() if mode in ("auto", "selective") else None
+        self._learning: tuple[BootDecision, dict[str, Any], str] | None = None
+        self._local_dest = (self.targets.broadcast, self.targets.client_port)
+        self._local_to = f"{self._local_dest[0]}:{self._local_dest[1]}"
 
     # --- entry point --------------------------------------------------------------------------
 
     def handle(self, data: bytes, source: tuple[str, int], pxe_port: bool = False
                ) -> Reply | None:
+        key = None
+        if self._known is not None and not pxe_port:
+            key = offer_key(data)
+            if key is not None:
+                reply = self._answer_known(key, data)
+                if reply is not None:
+                    return reply
         self.counters.received += 1
         result = decode(data)
         packet = result.packet
@@ -141,6 +180,9 @@ class Responder:
             self.counters.malformed += 1
             self.counters.malformed_by_reason[reason_key(result.invalid_reason)] += 1
             return None
+        # Only a MAC without history gets the answer a new machine of its kind gets.
+        fresh = key is not None and packet.mac not in self.memory
+        self._learning = None
         try:
             reply = self._dispatch(packet, source, pxe_port)
         except Exception:
@@ -150,7 +192,44 @@ class Responder:
         if reply is None:
             return None
         self.counters.answered += 1
+        learning, self._learning = self._learning, None
+        if fresh and learning is not None and key is not None and self._known is not None:
+            self._known.learn(key, data, reply.data, *learning)
         return reply
+
+    def _answer_known(self, key: Key, data: bytes) -> Reply | None:
+        """The fast path (``fastpath``): a known kind of DISCOVER from a MAC without history."""
+        assert self._known is not None
+        offer = self._known.get(key)
+        if offer is None:
+            return None
+        mac = data[28:34].hex(":")
+        if mac in self.memory:  # a retransmission, or a client we sent a loader to
+            return None
+        if self.mode == "selective" and not self._allowed_mac(mac):
+            return None  # the full path says why, in the counters and the boot doctor
+        xid = int.from_bytes(data[4:8], "big")
+        self.memory.record(mac, xid, offer.decision)
+        counters = self.counters
+        counters.received += 1
+        counters.answered += 1
+        counters.fast += 1
+        uuid_at = key[0]
+        if self.on_event is not None:
+            uuid = data[uuid_at + 3:uuid_at + 19] if uuid_at >= 0 else None
+            step: FastStep = (self.clock(), xid, uuid, offer)
+            if self.defer_events:
+                waiting = self._backlog.get(mac)
+                if waiting is None:
+                    self._backlog[mac] = [step]
+                    if len(self._backlog) > self.backlog_limit:
+                        _, let_go = self._backlog.popitem(last=False)
+                        counters.steps_let_go += 2 * len(let_go)
+                else:
+                    waiting.append(step)
+            else:
+                self._deliver_fast(mac, [step])
+        return Reply(offer.render(data, uuid_at), self._local_dest)
 
     def _ignore(self, reason: str, packet: Packet | None = None, *,
                 event: bool = False) -> None:
@@ -163,25 +242,66 @@ class Responder:
         if self.on_event is None:
             return
         if self.defer_events:
-            self._queued.append((mac, step, detail))
+            waiting = self._backlog.pop(mac, None)
+            if waiting is not None:  # this MAC's earlier steps first
+                self._queued.extend(self._expand(mac, waiting))
+            self._queued.append((mac, step, detail, self.clock()))
             return
+        self._call(mac, step, detail, self.clock())
+
+    def _call(self, mac: str, step: str, detail: dict[str, Any], at: float) -> None:
+        assert self.on_event is not None
         try:
-            self.on_event(mac, step, detail)
+            self.on_event(mac, step, detail, at)
         except Exception:
             log.exception("DHCP: on_event callback failed for %s %s", mac, step)
 
-    def deliver_events(self) -> None:
-        """Hand the deferred events to ``on_event``, in the order they happened."""
-        queued = self._queued
-        if not queued or self.on_event is None:
+    def _expand(self, mac: str, steps: list[FastStep]
+                ) -> list[tuple[str, str, dict[str, Any], float]]:
+        """A fast answer's two steps, with the details the full path gives them."""
+        out: list[tuple[str, str, dict[str, Any], float]] = []
+        for at, xid, uuid, offer in steps:
+            discover: dict[str, Any] = {"xid": xid, "port": 67}
+            discover.update(offer.client)
+            discover["uuid"] = uuid_text(uuid) if uuid is not None else None
+            discover["relay"] = None
+            answer: dict[str, Any] = {"xid": xid, "to": offer.to}
+            answer.update(offer.summary)
+            out.append((mac, "dhcp_discover", discover, at))
+            out.append((mac, "dhcp_offer", answer, at))
+        return out
+
+    def _deliver_fast(self, mac: str, steps: list[FastStep]) -> None:
+        for event in self._expand(mac, steps):
+            self._call(*event)
+
+    @property
+    def backlog(self) -> int:
+        """MACs whose fast answers' steps wait for delivery."""
+        return len(self._backlog)
+
+    def deliver_events(self, max_macs: int | None = None) -> None:
+        """Hand the deferred events to ``on_event``, in the order they happened for each MAC:
+        all the other steps, then the waiting fast answers' steps of at most ``max_macs``
+        MACs, oldest first (None: all of them)."""
+        if self.on_event is None:
+            self._queued.clear()
+            self._backlog.clear()
             return
-        self._queued = []
-        on_event = self.on_event
-        for mac, step, detail in queued:
-            try:
-                on_event(mac, step, detail)
-            except Exception:
-                log.exception("DHCP: on_event callback failed for %s %s", mac, step)
+        if self._queued:
+            queued, self._queued = self._queued, []
+            for event in queued:
+                self._call(*event)
+        backlog = self._backlog
+        if not backlog or max_macs == 0:
+            return
+        if max_macs is None or max_macs >= len(backlog):
+            self._backlog = OrderedDict()
+            for mac, steps in backlog.items():
+                self._deliver_fast(mac, steps)
+            return
+        for _ in range(max_macs):
+            self._deliver_fast(*backlog.popitem(last=False))
 
     def mac_for_ip(self, ip: str) -> str | None:
         """The MAC holding a lease on ``ip`` (full mode). Addresses the site's server hands
@@ -235,14 +355,17 @@ class Responder:
     def _allowed(self, p: Packet) -> bool:
         if self.mode != "selective":
             return True
-        try:
-            allowed = self.allow is not None and self.allow(p.mac)
-        except Exception:
-            log.exception("DHCP: allow callback failed for %s", p.mac)
-            allowed = False
+        allowed = self._allowed_mac(p.mac)
         if not allowed:
             self._ignore("not allowed (selective mode)", p, event=True)
         return allowed
+
+    def _allowed_mac(self, mac: str) -> bool:
+        try:
+            return self.allow is not None and self.allow(mac)
+        except Exception:
+            log.exception("DHCP: allow callback failed for %s", mac)
+            return False
 
     # --- facts and decisions ------------------------------------------------------------------
 
@@ -288,8 +411,15 @@ class Responder:
     def _emit_discover(self, p: Packet, pxe_port: bool) -> None:
         if self.on_event is None:
             return
-        # What the client says about itself is the same for most of a flood (a rack of one
-        # model): derive that part once per kind of client, as the decisions are.
+        detail: dict[str, Any] = {"xid": p.xid, "port": 4011 if pxe_port else 67}
+        detail.update(self._client_detail(p))
+        detail["uuid"] = o.client_uuid(p)
+        detail["relay"] = p.giaddr if p.giaddr != ZERO else None
+        self._emit(p.mac, "dhcp_discover", detail)
+
+    def _client_detail(self, p: Packet) -> dict[str, Any]:
+        """What the client says about itself, for the boot doctor. The same for most of a
+        flood (a rack of one model): derived once per kind of client, as the decisions are."""
         opts = p.options
         key = (opts.get(93), opts.get(60), opts.get(77), opts.get(175))
         static = self._discover_details.get(key)
@@ -302,11 +432,7 @@ class Responder:
             if len(self._discover_details) >= 1024:
                 self._discover_details.clear()
             self._discover_details[key] = static
-        detail: dict[str, Any] = {"xid": p.xid, "port": 4011 if pxe_port else 67}
-        detail.update(static)
-        detail["uuid"] = o.client_uuid(p)
-        detail["relay"] = p.giaddr if p.giaddr != ZERO else None
-        self._emit(p.mac, "dhcp_discover", detail)
+        return static
 
     def _emit_request(self, p: Packet, port: int, sid: str | None, ours: bool) -> None:
         if self.on_event is None:
@@ -386,6 +512,10 @@ class Responder:
             if data is not None:
                 dest = self._destination(p, source, pxe_port)
                 self._emit_answer(p, mtype, decision, dest)
+                if (mtype == MessageType.OFFER and dest == self._local_dest
+                        and not decision.script):
+                    # ``handle`` may keep this reply as the template for its kind.
+                    self._learning = (decision, self._client_detail(p), self._local_to)
                 return Reply(data, dest)
         reply = Packet(BOOTREPLY, p.xid, p.chaddr, p.htype, p.hlen, 0, 0, p.flags,
                        p.ciaddr if pxe_port else ZERO, ZERO, decision.next_server, p.giaddr,

@@ -9,9 +9,11 @@ With ``DhcpPorts(host="127.0.0.1", server=0, pxe=0, ...)`` it is also the test c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,16 @@ from dragonfly.errors import Conflict, InvalidInput
 from dragonfly.store import Delete, Put, Store
 
 log = logging.getLogger(__name__)
+
+# While DHCP packets arrive faster than this (a rack powering on), the boot doctor's steps of
+# fast answers wait (``Responder.deliver_events``) and are handed over a few at a time, so the
+# answers get the CPU; once the flood eases they all are, in chunks. The boot log puts its
+# store write off at the same rate.
+FLOOD_PACKETS_PER_SECOND = 2000
+RATE_WINDOW = 0.1  # seconds over which the rate is measured
+DRAIN_INTERVAL = 0.05  # seconds between hand-overs while a flood lasts
+DRAIN_MACS_FLOODING = 100  # MACs' steps per hand-over while it lasts (a few % of the CPU)
+DRAIN_MACS_CALM = 500  # per event-loop turn after it (~10 ms each)
 
 
 class DhcpConflict(Conflict):
@@ -63,29 +75,33 @@ class _Endpoint:
     """One DHCP socket on the event loop: decode-dispatch-send, nothing else.
 
     It reads the socket itself (``loop.add_reader``) and drains up to ``BATCH`` datagrams per
-    readiness event, then hands the batch's boot-doctor events over (``deliver_events``): the
-    replies leave first. asyncio's datagram transport hands over one datagram per event-loop
-    iteration, which under a DISCOVER flood (a rack powering on) cost half the throughput:
-    measured ~11k against ~20k replies/s (bench/dhcp_flood.py). The batch is bounded so the
-    loop stays responsive; a reply that meets a full send buffer is dropped and counted, as
+    readiness event, then tells the service (``after_batch``), which hands the batch's
+    boot-doctor events over: the replies leave first. asyncio's datagram transport hands over
+    one datagram per event-loop iteration, which under a DISCOVER flood (a rack powering on)
+    cost half the throughput: measured ~11k against ~20k replies/s (bench/dhcp_flood.py).
+    The batch is bounded so the loop stays responsive; a reply that meets a full send buffer
+    is dropped and counted, as
     UDP would drop it anyway, and the client retransmits.
     """
 
     BATCH = 128
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 responder: Responder, pxe_port: bool) -> None:
+                 responder: Responder, pxe_port: bool,
+                 after_batch: Callable[[int], None]) -> None:
         self.loop = loop
         self.sock = sock
         self.responder = responder
         self.pxe_port = pxe_port
+        self.after_batch = after_batch
         loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         recvfrom = self.sock.recvfrom
         received = self.datagram_received
+        count = 0
         try:
-            for _ in range(self.BATCH):
+            for count in range(self.BATCH):  # noqa: B007 (how many, for the flood rate)
                 try:
                     data, addr = recvfrom(4096)
                 except (BlockingIOError, InterruptedError):
@@ -94,9 +110,10 @@ class _Endpoint:
                     log.debug("DHCP socket error: %s", exc)
                     return
                 received(data, addr)
+            count = self.BATCH
         finally:
             # The boot doctor's steps for this batch, after its replies have left.
-            self.responder.deliver_events()
+            self.after_batch(count)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.responder.handle(data, addr, self.pxe_port)
@@ -125,7 +142,8 @@ class DhcpService:
                  registry: BootRegistry | None = None, http_host: str | None = None,
                  ports: DhcpPorts | None = None, pxe_discovery_control: bool = True,
                  probe_timeout: float = 5.0,
-                 relay_networks: Sequence[Network] = ()) -> None:
+                 relay_networks: Sequence[Network] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         """``server_ip``: the address advertised as server id (54); ``http_host``/
         ``http_port``: where iPXE fetches its script (default: ``server_ip``);
         ``tftp_server_ip``: next-server for loaders (default: ``server_ip``)."""
@@ -151,8 +169,17 @@ class DhcpService:
                                     tftp_server_ip or server_ip),
             server_ip=server_ip, mode=mode, allow=allow, on_event=on_event,
             memory=self.memory, pool=self.pool, targets=self.ports.targets,
-            pxe_discovery_control=pxe_discovery_control, relay_networks=relay_networks)
+            pxe_discovery_control=pxe_discovery_control, relay_networks=relay_networks,
+            clock=clock)
         self.responder.defer_events = True  # delivered per socket batch, after the replies
+        self._window_start = 0.0
+        self._window_count = 0
+        self._rate = 0.0  # packets per second over the last RATE_WINDOW
+        self._last_batch = 0.0
+        self._drain_wake = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        # Called when a flood's steps have all been handed over (the boot log's ``poke``).
+        self.on_calm: Callable[[], None] | None = None
         self._endpoints: list[_Endpoint] = []
         self.bound_ports: tuple[int, int | None] = (0, None)
         self._pending: dict[str, Lease | None] = {}
@@ -192,7 +219,9 @@ class DhcpService:
                 f"{exc}{hint}") from None
         names = [s.getsockname()[1] for s, _ in sockets]
         for sock, pxe in sockets:
-            self._endpoints.append(_Endpoint(loop, sock, self.responder, pxe))
+            self._endpoints.append(_Endpoint(loop, sock, self.responder, pxe, self._after_batch))
+        self._drain_wake = asyncio.Event()
+        self._drainer = asyncio.create_task(self._drain(), name="dhcp-boot-steps")
         self.bound_ports = (names[0], names[1] if len(names) > 1 else None)
         log.info("DHCP (%s mode) listening on %s ports %s", self.mode,
                  self.interface or self.ports.host, self.bound_ports)
@@ -201,7 +230,55 @@ class DhcpService:
         for endpoint in self._endpoints:
             endpoint.close()
         self._endpoints.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        self.responder.deliver_events()  # every step reaches the boot doctor
         await self._stop_writer()
+
+    # --- the boot doctor's steps under a flood --------------------------------------------------
+
+    def _after_batch(self, received: int) -> None:
+        now = time.monotonic()
+        self._window_count += received
+        elapsed = now - self._window_start
+        if elapsed >= RATE_WINDOW:
+            self._rate = self._window_count / elapsed
+            self._window_start, self._window_count = now, 0
+        self._last_batch = now
+        responder = self.responder
+        if self._rate < FLOOD_PACKETS_PER_SECOND and responder.backlog <= DRAIN_MACS_CALM:
+            responder.deliver_events()  # calm: this batch's steps, now
+            return
+        responder.deliver_events(max_macs=0)  # all but the fast answers' steps, now
+        if responder.backlog:
+            self._drain_wake.set()
+
+    def _flooding(self) -> bool:
+        return (self._rate >= FLOOD_PACKETS_PER_SECOND
+                and time.monotonic() - self._last_batch < 2 * RATE_WINDOW)
+
+    def busy(self) -> bool:
+        """Whether a flood lasts, or its steps are still being handed over."""
+        return bool(self.responder.backlog) or self._flooding()
+
+    async def _drain(self) -> None:
+        """Hands the waiting fast answers' steps over: a few per interval while the flood
+        lasts, then the rest in chunks, each event-loop turn."""
+        while True:
+            await self._drain_wake.wait()
+            self._drain_wake.clear()
+            while self.responder.backlog:
+                if self._flooding():
+                    await asyncio.sleep(DRAIN_INTERVAL)
+                    self.responder.deliver_events(DRAIN_MACS_FLOODING)
+                else:
+                    await asyncio.sleep(0)
+                    self.responder.deliver_events(DRAIN_MACS_CALM)
+            if self.on_calm is not None:
+                self.on_calm()
 
     # --- full mode ----------------------------------------------------------------------------
 
