@@ -35,6 +35,7 @@ from dragonfly.config import SECRET_MASK, SETTINGS_BY_KEY, Config
 from dragonfly.context import CTX, AppContext
 from dragonfly.demo.simulator import Simulator
 from dragonfly.domain.model import State
+from dragonfly.edge.dhcp.codec import BOOTREQUEST, Packet, encode
 from dragonfly.edge.service import BootEdge
 from dragonfly.store import SqliteStore
 from dragonfly.timer import metrics
@@ -385,6 +386,14 @@ async def test_ten_thousand_deployments_scrape_cheaply() -> None:
 
 # --- an installed server -------------------------------------------------------------------
 
+def pxe_discover(n: int) -> bytes:
+    """A BIOS PXE ROM's DISCOVER from its own MAC and UUID."""
+    options = {53: b"\x01", 93: b"\x00\x00", 60: b"PXEClient:Arch:00000:UNDI:002001",
+               97: b"\x00" + bytes(15) + bytes((n,))}
+    return encode(Packet(BOOTREQUEST, 0x4000 + n, bytes((0x52, 0x54, 0, 0xEE, 0, n)),
+                         options=options))
+
+
 def server_ctx(state_dir: Path, **settings: Any) -> AppContext:
     """``server_context`` over ``state_dir``, its boot edge on loopback ephemeral ports."""
     config = Config.load(None, env={}, overrides={"server.state_dir": str(state_dir),
@@ -419,6 +428,8 @@ async def test_a_server_contexts_metrics(aiohttp_client: Any, tmp_path: Path) ->
     assert stack is not None and stack.dhcp is not None and stack.tftp is not None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"\x01" * 10, ("127.0.0.1", stack.dhcp.bound_ports[0]))
+        for n in range(2):  # two PXE ROMs of one kind: the second is answered from bytes
+            sock.sendto(pxe_discover(n), ("127.0.0.1", stack.dhcp.bound_ports[0]))
     assert (await download(stack.tftp.port, "hello.bin")).content == PAYLOAD
     assert (await download(stack.tftp.port, "nope.bin")).error is not None
     # The boot HTTP surface: a script for a MAC (declared route), an undeclared /boot path.
@@ -427,7 +438,8 @@ async def test_a_server_contexts_metrics(aiohttp_client: Any, tmp_path: Path) ->
     assert (await client.get("/boot/nothing-here")).status == 404
     for _ in range(200):
         counters = (await ctx.edge.status())["services"]
-        if counters["tftp"]["counters"]["refused"] and counters["dhcp"]["counters"]["malformed"]:
+        if (counters["tftp"]["counters"]["refused"] and counters["dhcp"]["counters"]["malformed"]
+                and counters["dhcp"]["counters"]["received"] == 3):
             break
         await asyncio.sleep(0.02)
 
@@ -437,7 +449,10 @@ async def test_a_server_contexts_metrics(aiohttp_client: Any, tmp_path: Path) ->
     check_known(s)
     machines = s.values("dragonfly_machines")
     assert machines[(("state", "discovered"),)] == 3 and sum(machines.values()) == 3
-    assert s.value("dragonfly_dhcp_received_total") == 1
+    assert s.value("dragonfly_dhcp_received_total") == 3
+    assert s.value("dragonfly_dhcp_answered_total") == 2
+    assert s.value("dragonfly_dhcp_fast_answers_total") == 1
+    assert s.value("dragonfly_dhcp_boot_steps_let_go_total") == 0
     assert s.values("dragonfly_dhcp_malformed_total") == {
         (("reason", "too short for a BOOTP header (N < N bytes)"),): 1.0}
     assert s.value("dragonfly_tftp_transfers_total", result="ok") == 1

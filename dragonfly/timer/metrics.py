@@ -71,6 +71,10 @@ DHCP_COUNTERS = (
     ("answered", "dragonfly_dhcp_answered", "DHCP packets answered"),
     ("errors", "dragonfly_dhcp_errors", "DHCP packets whose handling failed (a bug: logged)"),
     ("send_failed", "dragonfly_dhcp_send_failed", "DHCP replies the kernel refused to send"),
+    ("fast", "dragonfly_dhcp_fast_answers",
+     "DHCP answers made from a known kind of DISCOVER's bytes (also in answered)"),
+    ("steps_let_go", "dragonfly_dhcp_boot_steps_let_go",
+     "Flood boot steps let go because the boot doctor keeps only the newest MACs"),
 )
 DHCP_BY_REASON = (
     ("ignored", "ignored_by_reason", "dragonfly_dhcp_ignored",
