@@ -15,7 +15,12 @@ first), so drift in the machine's speed hits both; the figures are medians.
 - CPU: the process's user+system CPU time when its first 200 arrives (``/proc/<pid>/stat``,
   10 ms ticks): what the start costs, much less moved than wall time by a busy machine;
 - first page: for Dragonfly, the time until the panel's dashboard (``/``) has answered too,
-  measured from the same start (the hello app has no second page).
+  measured from the same start (the hello app has no second page);
+- the number of files each zipapp's first start unpacks.
+
+The recipe's zips (build_zipapp.ZIPPED_PACKAGES, START_ZIPPED, LAZY_PACKAGES) apply to
+whichever of those packages a site holds: the peer's aiohttp and its dependencies are in none
+of them, as they are not for Dragonfly either.
 
 Dragonfly's first 200 is ``/api/version``: the server answers it only once the whole demo
 (store, simulated fleet, services) has started, as for any page.
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +135,12 @@ def start_once(cmd: list[str], url: str, env: dict[str, str], page: str | None =
         proc.wait()
 
 
+def unpacked(zipapp: Path) -> int:
+    """How many files shiv unpacks at the first start (its site-packages/ entries)."""
+    with zipfile.ZipFile(zipapp) as archive:
+        return sum(1 for n in archive.namelist() if n.startswith("site-packages/"))
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -182,6 +194,8 @@ def main() -> None:
                     shutil.rmtree(fresh, ignore_errors=True)
         print(f"load average after:  {load()}")
         print("\n".join(report_lines(warm, cold, args.runs, args.cold_runs)))
+        print("files the first start unpacks: " + ", ".join(
+            f"{name} {unpacked(path)}" for name, path in programs.items()))
         raw = {kind: {name: [s.__dict__ for s in starts] for name, starts in runs.items()}
                for kind, runs in (("warm", warm), ("cold", cold))}
         (work.parent / "df-bench-startup.json").write_text(json.dumps(raw, indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -35,10 +36,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command:
             run: Command = getattr(args, "run", None) or _OWN[args.command]
+            if run is not cmd_serve:
+                gc.enable()  # _entry turned it off for the server's start
             return run(args, out)
         config_path = args.config or config_path_from_env()
         if args.demo or not config_path.exists():
             return run_demo(args, out)
+        gc.enable()
         return cmd_status(args, out)
     except DragonflyError as exc:
         sys.stderr.write(f"dragonfly: {exc.message}\n")

@@ -133,7 +133,7 @@ def deployment_timer(fleet: Fleet, store: Store) -> DeploymentHistory:
 
 def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     from dragonfly.demo.history import DemoHistory
-    from dragonfly.demo.power import DemoBmcs
+    from dragonfly.demo.power import DemoBmcs, PlainBox
     from dragonfly.demo.simulator import Simulator
 
     config = Config.defaults()
@@ -145,6 +145,7 @@ def demo_context(seed: int = 7, tick: float = 1.0) -> AppContext:
     simulator = Simulator(fleet, seed=seed, tick=tick, bootlog=bootlog, commands=ctx.commands)
     # Fake BMCs, in memory: no key file, nothing on disk.
     power = PowerService(store, None, registry=default_registry(fake_delay=2.0))
+    power.box = PlainBox()  # the passwords stay in the in-memory store: nothing to seal
     ctx.power = power
     ctx.timer = deployment_timer(fleet, store)
     ctx.services = [simulator, DemoHistory(fleet, ctx.timer, seed), ctx.timer, bootlog,

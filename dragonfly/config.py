@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +260,8 @@ class Config:
              overrides: Mapping[str, Any] | None = None) -> Config:
         values = {s.key: s.default for s in SETTINGS}
         if path is not None:
+            import tomllib  # a config file to read: not the demo's start
+
             try:
                 with open(path, "rb") as fh:
                     doc = tomllib.load(fh)

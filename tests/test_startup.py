@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -35,13 +37,17 @@ NOT_AT_START = (
     "dragonfly.workflow.engine",  # the server's deployment engine
     "dragonfly.templates.seed",  # a seed preview or a deployment
     "dragonfly.dnsid.service",
+    "cryptography",  # sealing a BMC password (the demo's are kept in memory as they are)
+    "tomllib",  # reading a config file: the demo has none
+    "dragonfly.simple.engine", "dragonfly.simple.importer", "tarfile",  # Simple mode's handlers
+    "dragonfly.simple.render", "dragonfly.simple.spec", "dragonfly.simple.installers",
     # The subcommands' modules: `dragonfly --demo` names none.
     "dragonfly.auth.cli", "dragonfly.ops.install", "dragonfly.boot.discovery_image",
     "dragonfly.images.cli", "dragonfly.ops.status",
 )
 
 PROBE = textwrap.dedent("""
-    import json, os, sys, threading, time, urllib.request
+    import gc, json, os, sys, threading, time, urllib.request
 
     def get(path):
         with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=5) as response:
@@ -56,10 +62,16 @@ PROBE = textwrap.dedent("""
             except OSError:
                 time.sleep(0.02)
         first = sorted(sys.modules)
+        collecting = gc.isenabled()
+        url = f"http://127.0.0.1:{PORT}/api/deployments/stats"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            deployed = json.load(response)["total"]
         page = get("/")
         after_page = sorted(sys.modules)
         with open(OUT, "w") as out:
-            json.dump({"first": first, "page": page, "after_page": after_page}, out)
+            json.dump({"first": first, "page": page, "after_page": after_page,
+                       "gc": collecting, "frozen": gc.get_freeze_count(),
+                       "deployed": deployed}, out)
         os._exit(0)
 
     threading.Thread(target=probe, daemon=True).start()
@@ -104,6 +116,19 @@ def test_the_probe_sees_what_the_demo_loads(loaded: dict[str, object]) -> None:
     assert _loaded(loaded["after_page"], "jinja2")
 
 
+def test_the_collector_is_back_on_once_the_demo_answers(loaded: dict[str, object]) -> None:
+    """_entry turns the garbage collector off for the start; the app turns it back on, with
+    what the start made frozen, before the first answer."""
+    assert loaded["gc"] is True
+    assert isinstance(loaded["frozen"], int) and loaded["frozen"] > 10_000
+
+
+def test_the_demo_history_is_whole_from_its_first_read(loaded: dict[str, object]) -> None:
+    """The made-up history is made after the start (the demo answers meanwhile): a reader
+    right after the first answer waits for it and gets all of it, not an empty history."""
+    assert isinstance(loaded["deployed"], int) and loaded["deployed"] >= 300
+
+
 # --- the command line: the demo's arguments are read without the subcommands' parser -------------
 
 @pytest.mark.parametrize("argv", [[], ["--demo"], ["--demo", "--port", "3001"],
@@ -138,3 +163,157 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("serve", "status", "install", "image"):
         assert command in text
 
+
+
+# --- the zipapp: what its first start unpacks -----------------------------------------------
+
+@pytest.mark.zipapp
+def test_the_zipapp_imports_dragonfly_from_one_zip(zipapp: Path, tmp_path: Path) -> None:
+    """build_zipapp puts Dragonfly's modules (with their .pyc) into _start.zip, which the
+    first start unpacks as one file, and keeps on disk only what must be a real file: the
+    package's __init__, its build record and data, the panel's files and the iPXE loaders.
+    Every kind of package data is still found (shiv's interpreter mode runs the check)."""
+    root = tmp_path / "shiv"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "SHIV_ROOT": str(root), "SHIV_INTERPRETER": "1", "LANG": "C.UTF-8"}
+    check = textwrap.dedent("""
+        import json, platform, sys
+        from importlib.resources import files
+        import dragonfly.cli
+        from dragonfly._entry import _build_record, interpreter_problem
+        from dragonfly.boot.loaders import bundled_root
+        from dragonfly.panel.render import environment
+        from dragonfly.resources import static_assets
+        print(json.dumps({
+            "cli": dragonfly.cli.__file__,
+            "build": _build_record(), "problem": interpreter_problem(),
+            "assets": len(static_assets()),
+            "page": environment().get_template("base.html").filename,
+            "manifest": bundled_root().joinpath("manifest.toml").is_file(),
+            "agent": len(files("dragonfly.agent").joinpath("agent.sh").read_bytes()),
+            "service": len(files("dragonfly").joinpath("data", "dragonfly.service").read_text()),
+            "answers": len(files("dragonfly.simple").joinpath("files", "ks.cfg.j2").read_text()),
+            "machine": platform.machine()}))
+    """)
+    done = subprocess.run([str(zipapp), "-c", check], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "/_start.zip/dragonfly/" in found["cli"]
+    assert found["build"]["machine"] == found["machine"] and found["problem"] is None
+    assert found["assets"] > 10 and found["manifest"]
+    assert found["agent"] > 0 and found["service"] > 0 and found["answers"] > 0
+    assert "/site-packages/dragonfly/web/templates/" in found["page"]
+    site = next(root.glob("*/site-packages"))
+    with zipfile.ZipFile(site / "_start.zip") as archive:
+        names = set(archive.namelist())
+    assert {"dragonfly/cli.py", "dragonfly/cli.pyc", "dragonfly/app.pyc"} <= names
+    assert sorted(p.name for p in (site / "dragonfly").iterdir()) == [
+        "__init__.py", "__pycache__", "_build.json", "_dataclasses.marshal", "data", "ipxe",
+        "py.typed", "web"]
+    unpacked = sum(1 for p in site.rglob("*") if p.is_file())
+    assert unpacked < 800, unpacked  # ~1,190 before Dragonfly's modules went into the zip
+
+
+@pytest.mark.zipapp
+def test_packages_with_real_files_are_unpacked_at_their_first_import(zipapp: Path,
+                                                                      tmp_path: Path) -> None:
+    """cryptography, PyYAML (with libyaml), pyghmi, msgspec and markupsafe stay in _lazy.zip
+    until first imported, then are unpacked into the cache, by two starts at once too."""
+    root = tmp_path / "shiv"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "SHIV_ROOT": str(root), "SHIV_INTERPRETER": "1", "LANG": "C.UTF-8"}
+    subprocess.run([str(zipapp), "-c", "import dragonfly.cli"], env=env, check=True,
+                   timeout=120)
+    site = next(root.glob("*/site-packages"))
+    assert (site / "_lazy.zip").is_file()
+    assert not (site / "cryptography").exists() and not (site / "pyghmi").exists()
+    use = textwrap.dedent("""
+        import json, _cffi_backend, markupsafe, msgspec, yaml
+        from cryptography.fernet import Fernet
+        from pyghmi.ipmi import command
+        box = Fernet(Fernet.generate_key())
+        print(json.dumps({"fernet": box.decrypt(box.encrypt(b"x")).decode(),
+                          "libyaml": yaml.__with_libyaml__, "yaml": yaml.safe_load("a: 1"),
+                          "msgspec": msgspec.json.decode(b"[1]"),
+                          "escaped": str(markupsafe.escape("<")),
+                          "from": __import__("cryptography").__file__}))
+    """)
+    runs = [subprocess.Popen([str(zipapp), "-c", use], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        found = json.loads(out.strip().splitlines()[-1])
+        assert found["fernet"] == "x" and found["libyaml"] is True
+        assert found["yaml"] == {"a": 1} and found["msgspec"] == [1]
+        assert found["escaped"] == "&lt;"
+        assert found["from"] == str(site / "cryptography" / "__init__.py")
+    assert (site / "pyghmi" / "ipmi").is_dir()
+    assert not [p for p in site.iterdir() if p.name.endswith(".unpacking")]
+
+
+# --- dataclasses' generated code, compiled at build -------------------------------------------
+
+def test_precompiled_dataclass_code_is_used_and_behaves(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What record() saw compiled, use() serves: a class defined again from the same source
+    gets every method from the stored code (no miss), and behaves as a dataclass does."""
+    import dataclasses
+    import marshal
+
+    from dragonfly import _precompiled
+
+    body = textwrap.dedent("""
+        from dataclasses import dataclass, field
+
+        @dataclass(frozen=True)
+        class Point:
+            x: int
+            y: int = 0
+            tags: list[str] = field(default_factory=list)
+    """)
+    (tmp_path / "precompiled_a.py").write_text(body)
+    (tmp_path / "precompiled_b.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        sources, failed = _precompiled.record(iter(["precompiled_a", "no_such_module_x"]))
+        assert failed == ["no_such_module_x"]
+        assert any("def __init__(self,x:_type_x" in s for s in sources), sources
+        assert "exec" not in vars(dataclasses)  # recording is over
+        stored = tmp_path / _precompiled.FILE
+        stored.write_bytes(marshal.dumps({s: compile(s, "<string>", "exec") for s in sources}))
+        assert _precompiled.use(tmp_path / "absent") is None
+        hook = _precompiled.use(stored)
+        assert hook is not None and len(hook.codes) == len(sources)
+        import precompiled_b
+
+        assert hook.misses == 0
+        point = precompiled_b.Point(1, tags=["a"])
+        assert point == precompiled_b.Point(1, 0, ["a"]) and repr(point).startswith("Point(x=1")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            point.x = 2  # type: ignore[misc]
+    finally:
+        vars(dataclasses).pop("exec", None)
+
+
+@pytest.mark.zipapp
+def test_the_zipapp_compiles_no_dataclass_code_at_the_demos_start(zipapp: Path,
+                                                                   tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "SHIV_ROOT": str(tmp_path / "shiv"), "SHIV_INTERPRETER": "1", "LANG": "C.UTF-8",
+           "DRAGONFLY_CONFIG": str(tmp_path / "none.toml")}
+    check = textwrap.dedent("""
+        from pathlib import Path
+        import dragonfly
+        from dragonfly._precompiled import FILE, use
+        hook = use(Path(dragonfly.__file__).with_name(FILE))
+        import dragonfly.cli, dragonfly.compose, dragonfly.app
+        dragonfly.app.create_app(dragonfly.compose.demo_context())
+        print(hook.misses, len(hook.codes))
+    """)
+    done = subprocess.run([str(zipapp), "-c", check], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    misses, codes = map(int, done.stdout.split()[-2:])
+    assert misses == 0 and codes > 200

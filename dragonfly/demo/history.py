@@ -1,7 +1,8 @@
-"""A believable deployment history for the demo, made up at start (in memory only, like the
-rest of the demo): about 300 deployments over the last 30 days, on the demo fleet's own
-machines and the catalog's templates, so the dashboard's Deployed card and charts and the
-machine page's learned ETAs have something to show from the first second.
+"""A believable deployment history for the demo, made up when the demo's history loads, just
+after its start (in memory only, like the rest of the demo): about 300 deployments over the
+last 30 days, on the demo fleet's own machines and the catalog's templates, so the
+dashboard's Deployed card and charts and the machine page's learned ETAs have something to
+show from the first page.
 
 The durations follow the demo's pace (a demo deployment takes about a minute, see
 ``DEMO_SPEED_BYTES`` in the simulator), so that the ETAs learned from this history fit the
@@ -86,13 +87,18 @@ class DemoHistory:
         self.seed = seed
         self.clock = clock
         self.count = count
+        self._hardware: dict[str, HardwareClass] = {}
 
     async def start(self) -> None:
-        if self.history is None:
-            return
+        if self.history is not None:
+            # Made where the history loads, after the start (the demo answers meanwhile and
+            # the history's readers wait), in memory only like the rest of the demo.
+            self.history.backfill(self._made)
+
+    def _made(self) -> list[DeploymentRecord]:
         records = self.records(self.clock())
-        await self.history.add(*records)
         log.info("demo: backfilled %d deployments", len(records))
+        return records
 
     async def stop(self) -> None:
         return None
@@ -168,7 +174,8 @@ class DemoHistory:
                                         if n in STAGE_FAILURES])
             reason = reason or rng.choice(STAGE_FAILURES[stages[failed_at][0]])
 
-        hardware = HardwareClass.of(machine)
+        hardware = self._hardware.get(machine.id) or self._hardware.setdefault(
+            machine.id, HardwareClass.of(machine))  # one per machine: 300 records, ~40 machines
         total = (BASE_SECONDS * template_factor(template.image_bytes)
                  * hardware_factor(machine, hardware) * rng.lognormvariate(0.0, 0.1))
         # Stage by stage; a failed deployment stops partway through the stage that failed.
@@ -184,11 +191,9 @@ class DemoHistory:
         start = finished - sum(seconds for _, seconds, _ in timed)
         at, recorded = start, []
         for name, seconds, done in timed:
-            recorded.append(Stage.from_dict({
-                "name": name, "label": "", "state": "succeeded" if done == 1.0 else "failed",
-                "started_at": round(at, 3), "finished_at": round(at + seconds, 3),
-                "seconds": round(seconds, 3),
-                "bytes": int(template.image_bytes * done) if name in STREAMS else 0}))
+            recorded.append(Stage(name, "", "succeeded" if done == 1.0 else "failed",
+                                  round(at, 3), round(seconds, 3),
+                                  int(template.image_bytes * done) if name in STREAMS else 0))
             at += seconds
         return DeploymentRecord(
             id=f"demo-{self.seed}-{index:04d}", machine_id=machine.id,

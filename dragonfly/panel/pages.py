@@ -32,7 +32,7 @@ from dragonfly.edge.routes import boot_edge_status, machine_timelines, recent_bo
 from dragonfly.errors import NotFound
 from dragonfly.panel.render import DOC_PAGES, render
 from dragonfly.resources import static_assets
-from dragonfly.simple.render import ANSWER_FILES, KINDS
+from dragonfly.simple.names import ANSWER_FILES, KINDS
 
 # Actions whose confirmation asks the operator to type the machine's name (they wipe a disk
 # that holds an installed OS).

@@ -13,12 +13,15 @@ import re
 import ssl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Any
 
 from dragonfly.errors import InvalidInput
 from dragonfly.power.magic import secureon_bytes
+
+if TYPE_CHECKING:
+    # Imported where a key is first needed: cryptography's import (~15 ms) is the largest
+    # part of the power service's start, and the demo never seals a password at start.
+    from cryptography.fernet import Fernet
 
 BMC = "bmc"
 KEY_FILE = "bmc.key"
@@ -68,15 +71,21 @@ class SecretBox:
         self._fernet: Fernet | None = None
 
     def load(self) -> None:
-        """Read (or create) the key: blocking file I/O, for a thread at start."""
-        self._key()
+        """Read (or create) the key file: blocking file I/O, for a thread at start. Without a
+        state directory there is no file: the key is made when first needed."""
+        if self.path is not None:
+            self._key()
 
     def _key(self) -> Fernet:
         if self._fernet is None:
+            from cryptography.fernet import Fernet
+
             self._fernet = Fernet(self._load_or_create())
         return self._fernet
 
     def _load_or_create(self) -> bytes:
+        from cryptography.fernet import Fernet
+
         if self.path is None:
             return Fernet.generate_key()
         try:
@@ -99,6 +108,8 @@ class SecretBox:
     def open(self, token: str) -> str:
         if not token:
             return ""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._key().decrypt(token.encode()).decode()
         except InvalidToken:

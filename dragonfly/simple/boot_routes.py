@@ -5,7 +5,7 @@ installer files' import."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -15,9 +15,12 @@ from dragonfly.edge.routes import base_url
 from dragonfly.errors import InvalidInput, Unavailable
 from dragonfly.http.errors import read_object
 from dragonfly.http.router import ApiRouter, Param
-from dragonfly.simple.engine import SimpleInstaller, check_event
-from dragonfly.simple.importer import import_package
-from dragonfly.simple.installers import INSTALLERS, installer_for
+
+if TYPE_CHECKING:
+    from dragonfly.simple.engine import SimpleInstaller
+
+# The engine, the installers' table and the package importer (tarfile, configparser) are
+# imported by the handlers that use them: the app's start registers these routes only.
 
 api = ApiRouter()
 
@@ -76,6 +79,8 @@ async def proxmox_answer(request: web.Request) -> web.Response:
 
 
 async def _progress(request: web.Request, event: str) -> dict[str, Any]:
+    from dragonfly.simple.engine import check_event
+
     mac = parse_mac(request.match_info["mac"], "the MAC in the URL")
     body: dict[str, Any] | None = None
     if request.method == "POST" and event == "events":
@@ -115,6 +120,8 @@ async def progress_event_post(request: web.Request) -> dict[str, Any]:
 @api.get("/api/simple/installers", "The distribution installers Simple mode knows, and "
          "whether their kernel and initrd are in the image store", "simple")
 async def list_installers(request: web.Request) -> list[dict[str, Any]]:
+    from dragonfly.simple.installers import INSTALLERS
+
     images = ctx_of(request).images
     out = []
     for installer in INSTALLERS.values():
@@ -136,6 +143,9 @@ async def list_installers(request: web.Request) -> list[dict[str, Any]]:
           access="admin", body={"type": "object", "required": ["path"],
                                 "properties": {"path": {"type": "string"}}})
 async def import_installer(request: web.Request) -> dict[str, Any]:
+    from dragonfly.simple.importer import import_package
+    from dragonfly.simple.installers import installer_for
+
     ctx = ctx_of(request)
     if ctx.images is None:
         raise Unavailable("this instance has no image store")

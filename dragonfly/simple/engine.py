@@ -40,8 +40,9 @@ from dragonfly.simple.installers import (
     iso_template,
     kernel_args,
 )
+from dragonfly.simple.names import ANSWER_FILES
 from dragonfly.simple.overrides import get_override
-from dragonfly.simple.render import ANSWER_FILES, render_answer
+from dragonfly.simple.render import render_answer
 from dragonfly.simple.spec import InstallSpec, build_spec
 from dragonfly.store import Store
 

@@ -10,14 +10,10 @@ from functools import cache
 from importlib.resources import files
 
 from dragonfly.errors import InvalidInput
+from dragonfly.simple.names import ANSWER_FILES, KINDS
 from dragonfly.simple.spec import InstallSpec
 from dragonfly.templates.render import check_syntax, render
 
-# The file each family's installer fetches.
-ANSWER_FILES = {"debian": "preseed.cfg", "ubuntu": "user-data", "rhel": "ks.cfg",
-                "proxmox": "answer.toml"}
-KINDS = {"debian": "preseed", "ubuntu": "autoinstall", "rhel": "kickstart",
-         "proxmox": "answer.toml"}
 OVERRIDE_MAX = 64 * 1024
 
 # What a plaintext password looks like in each format (a hashed one is fine).

@@ -12,11 +12,11 @@ from dragonfly.context import ctx_of
 from dragonfly.errors import InvalidInput, NotFound, Unavailable
 from dragonfly.http.errors import read_object
 from dragonfly.http.router import ApiRouter
-from dragonfly.simple.installers import iso_template
-from dragonfly.simple.overrides import delete_override, get_override, set_override
-from dragonfly.simple.render import ANSWER_FILES, KINDS, builtin_template, render_answer
-from dragonfly.simple.spec import OPTION_KEYS, build_spec
+from dragonfly.simple.names import ANSWER_FILES, KINDS, OPTION_KEYS
 from dragonfly.templates.model import OsTemplate
+
+# The answer files' renderer and checks, the install spec and the installers' table are
+# imported by the handlers that use them: the app's start only registers these routes.
 
 api = ApiRouter()
 
@@ -24,6 +24,8 @@ PREVIEW_CALLBACK = "/simple/progress/preview"
 
 
 async def _template(request: web.Request) -> OsTemplate:
+    from dragonfly.simple.installers import iso_template
+
     catalog = ctx_of(request).templates
     template = iso_template(request.match_info["slug"])  # Proxmox VE: not in the catalog
     if template is None:
@@ -40,6 +42,9 @@ async def _template(request: web.Request) -> OsTemplate:
          "(preseed, autoinstall or kickstart): built-in text and the override, if any",
          "simple")
 async def get_answer_template(request: web.Request) -> dict[str, Any]:
+    from dragonfly.simple.overrides import get_override
+    from dragonfly.simple.render import builtin_template
+
     template = await _template(request)
     override = await get_override(ctx_of(request).store, template.slug)
     return {"slug": template.slug, "family": template.family, "kind": KINDS[template.family],
@@ -52,6 +57,8 @@ async def get_answer_template(request: web.Request) -> dict[str, Any]:
          access="admin", body={"type": "object", "required": ["text"],
                                "properties": {"text": {"type": "string"}}})
 async def put_answer_override(request: web.Request) -> dict[str, Any]:
+    from dragonfly.simple.overrides import set_override
+
     template = await _template(request)
     body = await read_object(request)
     ctx = ctx_of(request)
@@ -65,6 +72,8 @@ async def put_answer_override(request: web.Request) -> dict[str, Any]:
 @api.delete("/api/simple/answers/{slug}/override", "Go back to the built-in answer file",
             "simple", access="admin")
 async def delete_answer_override(request: web.Request) -> dict[str, Any]:
+    from dragonfly.simple.overrides import delete_override
+
     template = await _template(request)
     removed = await delete_override(ctx_of(request).store, template.slug)
     if removed:
@@ -81,6 +90,10 @@ async def delete_answer_override(request: web.Request) -> dict[str, Any]:
                   "options": {"type": "object", "description": "install options: "
                               + ", ".join(OPTION_KEYS)}}})
 async def preview_answer(request: web.Request) -> dict[str, Any]:
+    from dragonfly.simple.overrides import get_override
+    from dragonfly.simple.render import render_answer
+    from dragonfly.simple.spec import build_spec
+
     template = await _template(request)
     body = await read_object(request)
     unknown = sorted(set(body) - {"machine_id", "options", "text"})

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from dragonfly.domain.model import Machine
 from dragonfly.errors import InvalidInput
 from dragonfly.simple.kickstart_net import kickstart_network
+from dragonfly.simple.names import OPTION_KEYS
 from dragonfly.templates.network import NetworkSettings, network_config, parse_network
 
 FAMILIES = ("debian", "ubuntu", "rhel", "proxmox")
@@ -35,9 +36,6 @@ _KEY = re.compile(r"^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
                   r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) "
                   r"[A-Za-z0-9+/]+={0,3}(?: [^\n\r'\"\\`$]{0,200})?$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~%/+-]*)?$")
-OPTION_KEYS = ("hostname", "domain", "disk", "partitioning", "filesystem", "user",
-               "password_hash", "ssh_keys", "packages", "locale", "keyboard", "timezone",
-               "network", "mirror")
 
 
 @dataclass(frozen=True)

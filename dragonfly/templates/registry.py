@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,8 @@ def read_template_files(directory: Path) -> tuple[dict[str, OsTemplate], list[di
     errors: list[dict[str, str]] = []
     if not directory.is_dir():
         return found, errors
+    import tomllib  # template files to read: not at every start (the demo has none)
+
     for path in sorted(directory.glob("*.toml")):
         try:
             if path.stat().st_size > MAX_FILE:

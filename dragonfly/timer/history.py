@@ -219,6 +219,7 @@ class DeploymentHistory:
         self._loaded = asyncio.Event()
         self._stats: dict[tuple[int, int], dict[str, Any]] = {}
         self.version = 0  # bumped on every new record (caches key on it)
+        self._backfill: Callable[[], list[DeploymentRecord]] | None = None
 
     async def start(self) -> None:
         # Watch first, load after: a deployment that finishes meanwhile is not missed (a
@@ -241,6 +242,9 @@ class DeploymentHistory:
         # Deployments that finished while nothing watched (a crash between the two writes).
         for doc in await self.store.list(WORKFLOW):
             await self._consider(doc.data)
+        if self._backfill is not None:  # no await from here to set(): none is missed
+            make, self._backfill = self._backfill, None
+            self._remember(make())
         self._loaded.set()
 
     async def stop(self) -> None:
@@ -290,6 +294,19 @@ class DeploymentHistory:
         """Record deployments directly (the demo's backfilled history): one write for all,
         which keeps the demo's start from waiting on hundreds of store round trips."""
         await self.store.commit([Put(DEPLOYMENT, r.id, r.to_dict()) for r in records])
+        for record in records:
+            self._add(record)
+
+    def backfill(self, make: Callable[[], list[DeploymentRecord]]) -> None:
+        """Deployments held in memory only, made by ``make`` when the history loads (in the
+        background, where the stored ones load; readers wait for both): the demo's made-up
+        history, whose store is in memory too. Made at once if the history has loaded."""
+        if self._loaded.is_set():
+            self._remember(make())
+        else:
+            self._backfill = make
+
+    def _remember(self, records: list[DeploymentRecord]) -> None:
         for record in records:
             self._add(record)
 
