@@ -43,9 +43,9 @@ SHIV_OPTIONS = ("-p", "/usr/bin/env python3", "--reproducible", "--compressed")
 # where every file costs about a millisecond: ~1,400 files, tzdata's zoneinfo (dateutil's
 # fallback) alone 630. Not pyghmi: it lists its own directory for plugins. Not what every
 # start imports (aiohttp's attrs, yarl's idna): the zip is opened at the first import of one
-# of its packages, and reading its directory costs ~10 ms. Its entries are compressed and the
-# zip itself is stored in the zipapp as it is: the first start copies ~4 MB instead of
-# inflating 14 MB.
+# of its packages, and reading its directory costs ~10 ms. Its entries are compressed, and the
+# zipapp keeps it outside what shiv unpacks (LATER) until then. It also holds the .dist-info
+# of the packages in the zips (the hook's find_distributions finds them there).
 ZIPPED_PACKAGES = ("anyio", "cffi", "dateutil", "dns", "h11", "h2", "hpack", "httpcore2",
                    "httpx2", "hyperframe", "jinja2", "lightkube", "prometheus_client",
                    "pycparser", "pyotp", "segno", "sniffio", "truststore", "tzdata", "wsproto")
@@ -54,40 +54,86 @@ ZIPPED = "_zipped.zip"
 # .pyc, uncompressed: nothing to inflate at import) while their package directory stays on
 # disk for the files that must be real: the package's __init__, the data it reads relative
 # to itself (importlib.resources of the package: dragonfly/_build.json, data/) and the data
-# subpackages that are served or checked as files (dragonfly.web, dragonfly.ipxe: `dragonfly
-# install` looks for site-packages/dragonfly/ipxe/loaders/ in the zipapp). The hook puts the
-# zip first on the package's __path__. Dragonfly's ~440 files were a third of what the first
-# start unpacked.
-START_ZIPPED = {"dragonfly": ("web", "ipxe", "data")}
+# subpackages that are served or checked as files (dragonfly.ipxe: `dragonfly install` looks
+# for site-packages/dragonfly/ipxe/loaders/ in the zipapp, TFTP serves the loaders). The hook
+# puts the zip first on the package's __path__. Dragonfly's ~440 files were a third of what
+# the first start unpacked. The panel's files (dragonfly.web, ~80: templates read by jinja2's
+# PackageLoader, static files read once into memory through importlib.resources) are read
+# from the zip too.
+START_ZIPPED = {"dragonfly": ("ipxe", "data")}
 START_ZIP = "_start.zip"
 # Packages that need real files (compiled extensions; pyghmi lists its own directory) and that
-# no start imports: kept, compiled, in _lazy.zip, which the first start unpacks as one file,
-# and unpacked into site-packages by the hook at their first import (~150 ms of the first
-# start, cryptography's 158 files and 15 MB alone ~95 ms). Keys are import names, values what
-# makes them up in site-packages: "name/" a directory, "name." a module's file. Their
-# .dist-info stays unpacked (importlib.metadata).
+# no start imports: kept, compiled, in _lazy.zip, which stays in the zipapp (LATER) until the
+# first import of one of them, when the hook copies it out and unpacks that package into
+# site-packages (~150 ms of the first start, cryptography's 158 files and 15 MB alone ~95 ms).
+# Keys are import names, values what makes them up in site-packages: "name/" a directory,
+# "name." a module's file. Their .dist-info is in _zipped.zip (see ZIPPED_PACKAGES).
 LAZY_PACKAGES = {"cryptography": ("cryptography/",), "_cffi_backend": ("_cffi_backend.",),
                  "yaml": ("yaml/",), "_yaml": ("_yaml/",), "pyghmi": ("pyghmi/",),
                  "msgspec": ("msgspec/",), "markupsafe": ("markupsafe/",)}
 LAZY_ZIP = "_lazy.zip"
+# Where the zipapp keeps _lazy.zip and _zipped.zip: outside site-packages/, which is all that
+# shiv unpacks at the first start, and stored (their entries are compressed already). The hook
+# copies one into the unpacked site-packages when a package in it is first imported (or its
+# metadata first read): the first start writes 12 MB less. _start.zip, which every start
+# reads, is unpacked by shiv but stored too: copied at the first start, not inflated.
+LATER = "later/"
 # Run by site (an "import" line of a .pth file) when shiv adds the unpacked site-packages.
 ZIPPED_HOOK = """\
 \"\"\"Imports from the zips build_zipapp.py made in this directory: _zipped.zip goes on sys.path at
 the first import of one of its packages (until then, imports that find nothing, such as
 subprocess's probe for msvcrt, do not make zipimport read the zip's directory), the modules
 of the packages split by _start.zip are found there first, and a package in _lazy.zip is
-unpacked beside this file at its first import.\"\"\"
+unpacked beside this file at its first import. _zipped.zip and _lazy.zip are copied here from
+the zipapp (which shiv does not unpack them from) when first needed.\"\"\"
 import os
 import sys
 from importlib.machinery import PathFinder
 
 SITE = os.path.dirname(os.path.abspath(__file__))
 ZIP = os.path.join(SITE, "_zipped.zip")
+# The zipapp that shiv unpacked this directory from (shiv reads sys.argv[0] too), held open:
+# the zips below are copied out of it at their first use, from this very file even if a new
+# build has replaced it on disk since.
+try:
+    ARCHIVE_PATH = os.path.abspath(sys.argv[0])
+    ARCHIVE = os.open(ARCHIVE_PATH, os.O_RDONLY) if os.path.isfile(ARCHIVE_PATH) else None
+except (AttributeError, IndexError, OSError):
+    ARCHIVE = None  # not started from a zipapp: the zips are in SITE already
+LATER = {later!r}
 NAMES = frozenset({names!r})
 START_ZIP = os.path.join(SITE, "_start.zip")
 SPLIT = frozenset({split!r})
-LAZY_ZIP = os.path.join(SITE, "_lazy.zip")
 LAZY = {lazy!r}
+
+
+def later(name):
+    \"\"\"SITE/name, copied there from the zipapp at its first use (a private copy renamed into
+    place: two processes at once are fine).\"\"\"
+    import json
+    import shutil
+    import zipfile
+
+    path = os.path.join(SITE, name)
+    if os.path.exists(path) or ARCHIVE is None:
+        return path
+    source = "/proc/self/fd/%d" % ARCHIVE  # a file position of its own
+    if not os.path.exists(source):
+        source = ARCHIVE_PATH  # the descriptor was closed: the build id check below still holds
+    temp = "%s.%d.copying" % (path, os.getpid())
+    try:
+        with zipfile.ZipFile(source) as archive:
+            build = json.loads(archive.read("environment.json"))["build_id"]
+            if not os.path.basename(os.path.dirname(SITE)).endswith("_" + build):
+                raise ImportError("%s is not the zipapp %s was unpacked from (replaced "
+                                  "by another build?)" % (ARCHIVE_PATH, SITE))
+            with archive.open(LATER + name) as src, open(temp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path
 
 
 def unpack(name):
@@ -104,7 +150,7 @@ def unpack(name):
     temp = os.path.join(SITE, ".%s.%d.unpacking" % (name, os.getpid()))
     shutil.rmtree(temp, ignore_errors=True)
     try:
-        with zipfile.ZipFile(LAZY_ZIP) as archive:
+        with zipfile.ZipFile(later("_lazy.zip")) as archive:
             for member in archive.namelist():
                 if member.startswith(prefixes):
                     archive.extract(member, temp)
@@ -137,13 +183,26 @@ class ZippedPackages:
             unpack(name)  # then found here by the path finder, next in sys.meta_path
             return None
         if not cls.added and name in NAMES:
+            later("_zipped.zip")
             cls.added = True
             # Right after this site-packages (and before the interpreter's own), where the
             # path finder, next in sys.meta_path, finds the package.
             sys.path.insert(sys.path.index(SITE) + 1 if SITE in sys.path else 0, ZIP)
         return None
 
+    @classmethod
+    def find_distributions(cls, context=None):
+        \"\"\"The metadata (.dist-info) of the packages in the zips, which is in _zipped.zip:
+        found here until that zip is on sys.path (where the path finder finds it).\"\"\"
+        if cls.added or not HAS_METADATA or (context is not None and "path" in vars(context)):
+            return iter(())
+        from importlib.metadata import DistributionFinder, MetadataPathFinder
 
+        return MetadataPathFinder.find_distributions(DistributionFinder.Context(
+            name=getattr(context, "name", None), path=[later("_zipped.zip")]))
+
+
+HAS_METADATA = {metadata!r}
 sys.meta_path.insert(0, ZippedPackages)
 """
 # Type stubs, Cython/C sources and pip's install bookkeeping: nothing reads them at run time
@@ -260,26 +319,75 @@ def pack(site: Path, entry: str, output: Path, python: Path) -> None:
     no timestamps, so the build stays reproducible."""
     for path in [p for p in site.rglob("*") if p.suffix in PRUNED_SUFFIXES and p.is_file()]:
         path.unlink()
+    zipped = [n for n in ZIPPED_PACKAGES if (site / n).is_dir()]
+    metadata = _zipped_metadata(site, (*(n + "/" for n in zipped),
+                                       *(p for ps in LAZY_PACKAGES.values() for p in ps)))
     for name in PRUNED_METADATA:
         for path in site.glob(f"*.dist-info/{name}"):
             path.unlink()
-    zip_packages(site, [n for n in ZIPPED_PACKAGES if (site / n).is_dir()])
+    shutil.rmtree(site / "share", ignore_errors=True)  # man pages (segno's): nothing reads them
+    zip_packages(site, zipped, metadata)
     output.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    # shiv names the unpack cache by a hash of everything in site, the zips included.
     subprocess.run([str(python), "-m", "shiv", "--site-packages", str(site), "-e", entry,
                     "-o", str(output), *SHIV_OPTIONS], check=True, env=env)
     compileall.compile_dir(site, quiet=2, workers=0,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    stamp = (1980, 1, 1, 0, 0, 0)  # fixed: reproducible
-    with zipfile.ZipFile(output, "a", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(site.rglob("*.pyc")):
-            info = zipfile.ZipInfo(f"site-packages/{path.relative_to(site).as_posix()}", stamp)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    _finish(output, site)
     output.chmod(0o755)
 
 
-def zip_packages(site: Path, names: list[str]) -> None:
+def _finish(output: Path, site: Path) -> None:
+    """Rewrite shiv's zipapp with the .pyc beside their sources, _lazy.zip and _zipped.zip
+    moved out of site-packages/ (to LATER) and the three zips stored, not deflated."""
+    stamp = (1980, 1, 1, 0, 0, 0)  # fixed: reproducible
+    data = output.read_bytes()
+    prefix = data[:data.index(b"PK\x03\x04")]  # the shebang line
+    temp = output.with_name(output.name + ".tmp")
+    with zipfile.ZipFile(output) as built, temp.open("wb") as fd:
+        fd.write(prefix)
+        with zipfile.ZipFile(fd, "w") as archive:
+            for info in built.infolist():
+                name, compression = info.filename, info.compress_type
+                inside = name.removeprefix("site-packages/")
+                if inside in (START_ZIP, LAZY_ZIP, ZIPPED):
+                    compression = zipfile.ZIP_STORED
+                    if inside != START_ZIP:
+                        name = LATER + inside
+                copy = zipfile.ZipInfo(name, info.date_time)
+                copy.external_attr = info.external_attr
+                archive.writestr(copy, built.read(info), compression)
+            for path in sorted(site.rglob("*.pyc")):
+                info = zipfile.ZipInfo(f"site-packages/{path.relative_to(site).as_posix()}",
+                                       stamp)
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    temp.replace(output)
+
+
+def _zipped_metadata(site: Path, moved: tuple[str, ...]) -> list[Path]:
+    """The .dist-info directories of packages that go into the zips (every file their RECORD
+    lists is one of ``moved``'s): into _zipped.zip with them, ~65 files fewer to unpack."""
+    found = []
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        meta = record.parent.name
+        paths = [line.split(",")[0] for line in record.read_text().splitlines() if line]
+        tops = {_top(p) for p in paths
+                if not p.startswith((meta + "/", "../", "bin/", "share/"))
+                and "__pycache__" not in p}
+        if tops and all(t.startswith(moved) for t in tops):
+            found.append(record.parent)
+    return found
+
+
+def _top(path: str) -> str:
+    """A RECORD path's top-level entry as LAZY_PACKAGES names it ("name/" or the file)."""
+    head, _, rest = path.partition("/")
+    return head + "/" if rest else head
+
+
+def zip_packages(site: Path, names: list[str], metadata: list[Path] | None = None) -> None:
     """Move packages into ``site/_zipped.zip`` and the modules of the START_ZIPPED packages
     into ``site/_start.zip``; a .pth file's hook finds them there (zipimport reads their
     modules and importlib.resources their data). Each module's .pyc sits beside its source,
@@ -289,12 +397,18 @@ def zip_packages(site: Path, names: list[str]) -> None:
             if any(_entry(p).startswith(prefixes) for p in site.iterdir())}
     if not names and not split and not lazy:
         return
-    if names:
+    metadata = metadata or []
+    if names or metadata:
         with zipfile.ZipFile(site / ZIPPED, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in names:
                 for path in _compiled_files(site / name):
                     _add(archive, site, path, zipfile.ZIP_DEFLATED)
                 shutil.rmtree(site / name)
+            for meta in metadata:  # found by the hook's find_distributions
+                for path in sorted(meta.rglob("*")):
+                    if path.is_file():
+                        _add(archive, site, path, zipfile.ZIP_DEFLATED)
+                shutil.rmtree(meta)
     if split:
         with zipfile.ZipFile(site / START_ZIP, "w", zipfile.ZIP_STORED) as archive:
             for name in split:
@@ -329,7 +443,7 @@ def zip_packages(site: Path, names: list[str]) -> None:
                     _add(archive, site, top, zipfile.ZIP_DEFLATED)
                     top.unlink()
     (site / "_zipped_path.py").write_text(ZIPPED_HOOK.format(
-        names=sorted(names), split=sorted(split),
+        names=sorted(names), split=sorted(split), later=LATER, metadata=bool(metadata),
         lazy={name: tuple(prefixes) for name, prefixes in sorted(lazy.items())}))
     (site / "_zipped.pth").write_text("import _zipped_path\n")
 

@@ -16,7 +16,9 @@ first), so drift in the machine's speed hits both; the figures are medians.
   10 ms ticks): what the start costs, much less moved than wall time by a busy machine;
 - first page: for Dragonfly, the time until the panel's dashboard (``/``) has answered too,
   measured from the same start (the hello app has no second page);
-- the number of files each zipapp's first start unpacks.
+- the number of files each zipapp's first start unpacks, and (``--unpack N``, a component
+  figure) the CPU time of shiv's unpacking alone: its ``extract_site_packages`` run in a
+  child interpreter into a fresh directory, N times each, alternated.
 
 The recipe's zips (build_zipapp.ZIPPED_PACKAGES, START_ZIPPED, LAZY_PACKAGES) apply to
 whichever of those packages a site holds: the peer's aiohttp and its dependencies are in none
@@ -141,6 +143,28 @@ def unpacked(zipapp: Path) -> int:
         return sum(1 for n in archive.namelist() if n.startswith("site-packages/"))
 
 
+UNPACK = """
+import resource, sys, tempfile, zipfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])  # the zipapp's own bootstrap: the code its first start runs
+from _bootstrap import extract_site_packages
+with tempfile.TemporaryDirectory(dir=sys.argv[2]) as target:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    with zipfile.ZipFile(sys.argv[1]) as archive:
+        extract_site_packages(archive, Path(target) / "unpacked")
+    after = resource.getrusage(resource.RUSAGE_SELF)
+print(after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
+"""
+
+
+def unpack_cpu(zipapp: Path, work: Path) -> tuple[float, float]:
+    """User and system CPU seconds of shiv's unpacking of ``zipapp`` alone."""
+    done = subprocess.run([sys.executable, "-c", UNPACK, str(zipapp), str(work)], check=True,
+                          capture_output=True, text=True)
+    user, system = done.stdout.split()
+    return float(user), float(system)
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -156,6 +180,8 @@ def main() -> None:
                         help="the Dragonfly zipapp to start (default dist/dragonfly)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="an earlier Dragonfly zipapp, started in the same rounds too")
+    parser.add_argument("--unpack", type=int, default=0, metavar="N",
+                        help="also time shiv's unpacking alone, N times each (component)")
     args = parser.parse_args()
     dragonfly = args.zipapp.resolve()
     if args.rebuild or not dragonfly.exists():
@@ -196,6 +222,15 @@ def main() -> None:
         print("\n".join(report_lines(warm, cold, args.runs, args.cold_runs)))
         print("files the first start unpacks: " + ", ".join(
             f"{name} {unpacked(path)}" for name, path in programs.items()))
+        if args.unpack:
+            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in programs}
+            for _ in range(args.unpack):
+                for name, path in programs.items():
+                    cpu[name].append(unpack_cpu(path, work))
+            print("component: shiv's unpacking alone, CPU (user+system, median): " + ", ".join(
+                f"{name} {statistics.median(u + s for u, s in runs) * 1000:.0f} ms "
+                f"(system {statistics.median(s for _, s in runs) * 1000:.0f})"
+                for name, runs in cpu.items()))
         raw = {kind: {name: [s.__dict__ for s in starts] for name, starts in runs.items()}
                for kind, runs in (("warm", warm), ("cold", cold))}
         (work.parent / "df-bench-startup.json").write_text(json.dumps(raw, indent=1))

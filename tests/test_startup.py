@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -169,9 +171,9 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.zipapp
 def test_the_zipapp_imports_dragonfly_from_one_zip(zipapp: Path, tmp_path: Path) -> None:
-    """build_zipapp puts Dragonfly's modules (with their .pyc) into _start.zip, which the
-    first start unpacks as one file, and keeps on disk only what must be a real file: the
-    package's __init__, its build record and data, the panel's files and the iPXE loaders.
+    """build_zipapp puts Dragonfly's modules (with their .pyc) and the panel's files into
+    _start.zip, which the first start unpacks as one file, and keeps on disk only what must be
+    a real file: the package's __init__, its build record and data and the iPXE loaders.
     Every kind of package data is still found (shiv's interpreter mode runs the check)."""
     root = tmp_path / "shiv"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
@@ -203,33 +205,42 @@ def test_the_zipapp_imports_dragonfly_from_one_zip(zipapp: Path, tmp_path: Path)
     assert found["build"]["machine"] == found["machine"] and found["problem"] is None
     assert found["assets"] > 10 and found["manifest"]
     assert found["agent"] > 0 and found["service"] > 0 and found["answers"] > 0
-    assert "/site-packages/dragonfly/web/templates/" in found["page"]
+    assert "/site-packages/_start.zip/dragonfly/web/templates/" in found["page"]
     site = next(root.glob("*/site-packages"))
     with zipfile.ZipFile(site / "_start.zip") as archive:
         names = set(archive.namelist())
     assert {"dragonfly/cli.py", "dragonfly/cli.pyc", "dragonfly/app.pyc"} <= names
+    assert {"dragonfly/web/static/app.css", "dragonfly/web/templates/base.html"} <= names
     assert sorted(p.name for p in (site / "dragonfly").iterdir()) == [
         "__init__.py", "__pycache__", "_build.json", "_dataclasses.marshal", "data", "ipxe",
-        "py.typed", "web"]
+        "py.typed"]
     unpacked = sum(1 for p in site.rglob("*") if p.is_file())
-    assert unpacked < 800, unpacked  # ~1,190 before Dragonfly's modules went into the zip
+    assert unpacked < 400, unpacked  # ~1,190 before Dragonfly's modules went into the zip
+    # Copied out of the zipapp at the first import of jinja2 (and markupsafe) above.
+    assert (site / "_zipped.zip").is_file() and (site / "markupsafe").is_dir()
 
 
 @pytest.mark.zipapp
 def test_packages_with_real_files_are_unpacked_at_their_first_import(zipapp: Path,
                                                                       tmp_path: Path) -> None:
     """cryptography, PyYAML (with libyaml), pyghmi, msgspec and markupsafe stay in _lazy.zip
-    until first imported, then are unpacked into the cache, by two starts at once too."""
+    until first imported, then are unpacked into the cache, by two starts at once too;
+    _lazy.zip and _zipped.zip themselves stay in the zipapp until then. The metadata of the
+    packages in the zips (in _zipped.zip) is found before any of them is imported."""
     root = tmp_path / "shiv"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
            "SHIV_ROOT": str(root), "SHIV_INTERPRETER": "1", "LANG": "C.UTF-8"}
     subprocess.run([str(zipapp), "-c", "import dragonfly.cli"], env=env, check=True,
                    timeout=120)
     site = next(root.glob("*/site-packages"))
-    assert (site / "_lazy.zip").is_file()
+    assert not (site / "_lazy.zip").exists() and not (site / "_zipped.zip").exists()
     assert not (site / "cryptography").exists() and not (site / "pyghmi").exists()
+    assert not list(site.glob("cryptography-*.dist-info"))
     use = textwrap.dedent("""
-        import json, _cffi_backend, markupsafe, msgspec, yaml
+        import json
+        from importlib.metadata import version
+        versions = {n: version(n) for n in ("cryptography", "httpx2", "dnspython", "aiohttp")}
+        import _cffi_backend, markupsafe, msgspec, yaml
         from cryptography.fernet import Fernet
         from pyghmi.ipmi import command
         box = Fernet(Fernet.generate_key())
@@ -237,7 +248,8 @@ def test_packages_with_real_files_are_unpacked_at_their_first_import(zipapp: Pat
                           "libyaml": yaml.__with_libyaml__, "yaml": yaml.safe_load("a: 1"),
                           "msgspec": msgspec.json.decode(b"[1]"),
                           "escaped": str(markupsafe.escape("<")),
-                          "from": __import__("cryptography").__file__}))
+                          "from": __import__("cryptography").__file__,
+                          "versions": versions, "version": __import__("cryptography").__version__}))
     """)
     runs = [subprocess.Popen([str(zipapp), "-c", use], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -249,8 +261,10 @@ def test_packages_with_real_files_are_unpacked_at_their_first_import(zipapp: Pat
         assert found["yaml"] == {"a": 1} and found["msgspec"] == [1]
         assert found["escaped"] == "&lt;"
         assert found["from"] == str(site / "cryptography" / "__init__.py")
-    assert (site / "pyghmi" / "ipmi").is_dir()
-    assert not [p for p in site.iterdir() if p.name.endswith(".unpacking")]
+        assert found["versions"]["cryptography"] == found["version"]
+        assert all(found["versions"].values())
+    assert (site / "pyghmi" / "ipmi").is_dir() and (site / "_lazy.zip").is_file()
+    assert not [p for p in site.iterdir() if p.name.endswith((".unpacking", ".copying"))]
 
 
 # --- dataclasses' generated code, compiled at build -------------------------------------------
@@ -317,3 +331,38 @@ def test_the_zipapp_compiles_no_dataclass_code_at_the_demos_start(zipapp: Path,
     assert done.returncode == 0, done.stderr
     misses, codes = map(int, done.stdout.split()[-2:])
     assert misses == 0 and codes > 200
+
+
+@pytest.mark.zipapp
+def test_the_demos_first_start_leaves_the_later_zips_in_the_zipapp(zipapp: Path,
+                                                                    tmp_path: Path) -> None:
+    """The first start unpacks neither _lazy.zip nor _zipped.zip (12 MB) nor the metadata of
+    their packages: the demo answers without them."""
+    root = tmp_path / "shiv"
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "SHIV_ROOT": str(root), "LANG": "C.UTF-8",
+           "DRAGONFLY_CONFIG": str(tmp_path / "none.toml")}
+    demo = subprocess.Popen([str(zipapp), "--demo", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/api/version"):
+            assert demo.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        site = next(root.glob("*/site-packages"))
+        present = sorted(p.name for p in site.iterdir())
+    finally:
+        demo.terminate()
+        demo.wait(10)
+    assert "_start.zip" in present and "aiohttp" in present
+    assert not {"_lazy.zip", "_zipped.zip", "cryptography", "jinja2"} & set(present)
+    assert not [n for n in present if n.startswith(("jinja2-", "cryptography-"))]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
