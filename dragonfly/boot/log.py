@@ -34,7 +34,7 @@ COALESCE_SECONDS = 10.0
 # there); only their copy in the store lags.
 BUSY_STEPS_PER_SECOND = 2000
 MAX_DEFER_SECONDS = 10.0
-FLUSH_CHUNK = 250  # timelines per store commit: the loop runs between chunks (~1 ms each)
+FLUSH_CHUNK = 25  # timelines per store commit: neither the loop nor the GIL is held long
 DISCOVER_UNANSWERED = 10.0  # seconds of discovers without our offer before saying so
 
 # The chain, in order. A machine is expected to go through these; where it stops, diagnose()
