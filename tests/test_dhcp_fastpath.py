@@ -17,7 +17,8 @@ from dragonfly.boot.registry import BootEndpoints, BootRegistry
 from dragonfly.edge.dhcp import options as o
 from dragonfly.edge.dhcp import server as server_module
 from dragonfly.edge.dhcp.codec import BOOTREQUEST, MessageType, Packet, encode
-from dragonfly.edge.dhcp.fastpath import KnownOffers, offer_key, uuid_text
+from dragonfly.edge.dhcp.fastpath import KnownOffers, offer_key
+from dragonfly.edge.dhcp.options import uuid_text
 from dragonfly.edge.dhcp.responder import Responder
 from dragonfly.edge.dhcp.server import DhcpPorts, DhcpService
 from dragonfly.store import SqliteStore

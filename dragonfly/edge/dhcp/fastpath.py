@@ -49,12 +49,6 @@ def offer_key(data: bytes) -> Key | None:
     return at, data[OPTIONS_AT:at] + data[at + _UUID_OPTION_SIZE:]
 
 
-def uuid_text(raw: bytes) -> str:
-    """16 GUID bytes in wire order as a UUID string (``options.client_uuid``'s format)."""
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _options_learnable(data: bytes, uuid_at: int) -> bool:
     """Whether the options parse, carry no overload and option 97 is only where ``uuid_at``
     says (a search can land inside another option's value)."""

@@ -198,7 +198,13 @@ def client_uuid(p: Packet) -> str | None:
     value = p.options.get(Opt.CLIENT_UUID)
     if value is None or len(value) != 17 or value[0] != 0:
         return None
-    h = value[1:].hex()  # str(uuid.UUID(bytes=...)) without the object (hot path)
+    return uuid_text(value[1:])
+
+
+def uuid_text(raw: bytes) -> str:
+    """16 GUID bytes in wire order as a UUID string: ``str(uuid.UUID(bytes=raw))`` without
+    the object (hot path)."""
+    h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -37,7 +37,7 @@ from dragonfly.edge.dhcp.codec import (
     encode_options,
     encode_reply_fast,
 )
-from dragonfly.edge.dhcp.fastpath import Key, KnownOffer, KnownOffers, offer_key, uuid_text
+from dragonfly.edge.dhcp.fastpath import Key, KnownOffer, KnownOffers, offer_key
 from dragonfly.edge.dhcp.leases import LeasePool
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class Responder:
         for at, xid, uuid, offer in steps:
             discover: dict[str, Any] = {"xid": xid, "port": 67}
             discover.update(offer.client)
-            discover["uuid"] = uuid_text(uuid) if uuid is not None else None
+            discover["uuid"] = o.uuid_text(uuid) if uuid is not None else None
             discover["relay"] = None
             answer: dict[str, Any] = {"xid": xid, "to": offer.to}
             answer.update(offer.summary)
