@@ -283,7 +283,13 @@ class SimpleInstaller:
             raise NotFound(f"no file {name!r} in this install's answer")
         if session.get("answer_fetched_at"):
             raise Conflict("this answer file was already fetched: its address is used once")
-        machine = self.fleet.get_machine(wf.machine_id)
+        return await self._serve_answer(wf, self.fleet.get_machine(wf.machine_id), base,
+                                        session)
+
+    async def _serve_answer(self, wf: Workflow, machine: Machine, base: str,
+                            session: dict[str, Any]) -> str:
+        """Render the install's answer file and note that it was fetched (it is served once):
+        the install moves past its boot-installer stage."""
         spec = await self.spec_for(wf, machine, base, session)
         override = await get_override(self.store, wf.template)
         text = render_answer(spec, override["text"] if override else None)
@@ -317,14 +323,7 @@ class SimpleInstaller:
             if session.get("answer_fetched_at"):
                 raise Conflict("this machine's answer was already fetched: it is served "
                                "once per install (start the install again)")
-            spec = await self.spec_for(wf, machine, base, session)
-            override = await get_override(self.store, wf.template)
-            text = render_answer(spec, override["text"] if override else None)
-            now = self.clock()
-            session.update(answer_fetched_at=now, last_report_at=now)
-            await self.store.put(SESSION, wf.id, session)
-            await self._stage(wf.id, "answer-file-fetched", "boot-installer", finish=True)
-            return text
+            return await self._serve_answer(wf, machine, base, session)
         raise NotFound("no Proxmox VE install is running for any of these MACs",
                        {"macs": macs})
 
