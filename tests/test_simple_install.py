@@ -384,6 +384,20 @@ def test_site_mirrors_setting_is_validated() -> None:
         Config.load(None, env={"DRAGONFLY_SIMPLE_MIRRORS": "debian:ftp://m"})
 
 
+async def _mirror(aiohttp_server: Any, files: dict[str, bytes]) -> str:
+    """A real HTTP server on loopback playing a distribution mirror: ``files`` by path (read
+    at each request, so a test can change them), 404 for any other; its root URL."""
+
+    async def serve(request: web.Request) -> web.Response:
+        body = files.get(request.path)
+        return web.Response(body=body) if body is not None else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    mirror = await aiohttp_server(app)
+    return f"http://127.0.0.1:{mirror.port}"
+
+
 async def test_installer_files_download_verified_by_their_full_path_in_sha256sums(
         world: Any, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Debian's SHA256SUMS lists several initrd.gz (cdrom, netboot, gtk): the netboot one is
@@ -401,14 +415,7 @@ async def test_installer_files_download_verified_by_their_full_path_in_sha256sum
              "/d/netboot/debian-installer/amd64/linux": kernel,
              "/d/netboot/debian-installer/amd64/initrd.gz": initrd}
 
-    async def serve(request: web.Request) -> web.Response:
-        body = files.get(request.path)
-        return web.Response(body=body) if body is not None else web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    mirror = await aiohttp_server(app)
-    base = f"http://127.0.0.1:{mirror.port}/d"
+    base = f"{await _mirror(aiohttp_server, files)}/d"
     real = installer_for("debian-13")
     local = dataclasses.replace(real, files=tuple(
         dataclasses.replace(f, url=f.url.replace(f.url.split("/netboot/")[0], base),
@@ -453,18 +460,12 @@ async def test_rhel_pxeboot_files_are_verified_against_the_trees_treeinfo(
     files = {"/os/.treeinfo": treeinfo(hashlib.sha256(kernel).hexdigest()),
              "/os/images/pxeboot/vmlinuz": kernel, "/os/images/pxeboot/initrd.img": initrd}
 
-    async def serve(request: web.Request) -> web.Response:
-        body = files.get(request.path)
-        return web.Response(body=body) if body is not None else web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    mirror = await aiohttp_server(app)
+    root = await _mirror(aiohttp_server, files)
     real = installer_for("rocky-10")
     assert real.files[0].checksum_url == f"{real.repo}.treeinfo"
     local = dataclasses.replace(real, files=tuple(
-        dataclasses.replace(f, url=f.url.replace(real.repo, f"http://127.0.0.1:{mirror.port}/os/"),
-                            checksum_url=f"http://127.0.0.1:{mirror.port}/os/.treeinfo")
+        dataclasses.replace(f, url=f.url.replace(real.repo, f"{root}/os/"),
+                            checksum_url=f"{root}/os/.treeinfo")
         for f in real.files))
     monkeypatch.setitem(INSTALLERS, "rocky-10", local)
 
