@@ -100,9 +100,6 @@ class KnownOffers:
         self.limit = limit
         self._offers: dict[Key, KnownOffer] = {}
 
-    def __len__(self) -> int:
-        return len(self._offers)
-
     def get(self, key: Key) -> KnownOffer | None:
         return self._offers.get(key)
 
